@@ -1,0 +1,670 @@
+//! The SQLite store: the embedded default, one file in WAL mode.
+//!
+//! Built on rusqlite rather than sqlx: the link engine reads a million users and writes as
+//! many rows per run, and a direct prepared statement is several times cheaper per row than
+//! sqlx's worker-thread channel (see ARCHITECTURE.md, "Why rusqlite"). Writes go through one
+//! connection (SQLite has one writer); reads take a connection from a small pool, so a long
+//! read never waits for a write. Work runs on the calling thread through
+//! `tokio::task::block_in_place` when the runtime allows it.
+
+use crate::*;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
+use std::collections::HashSet;
+use std::sync::Mutex;
+use tether_core::{settle, AccountRow, AccountType, ChangeResult, ExternalIdField, Origin, Situation, UserRow};
+use time::format_description::well_known::Rfc3339;
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const READERS: usize = 4;
+
+/// A SQLite database file.
+pub struct SqliteStore {
+    path: String,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `path` and migrates it.
+    pub async fn open(path: &str) -> Result<Self> {
+        let mut writer = connect(path, true)?;
+        migrate(&mut writer)?;
+        Ok(SqliteStore { path: path.to_owned(), writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) })
+    }
+
+    fn write<T>(&self, work: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
+        blocking(|| {
+            let mut connection = self.writer.lock().map_err(|_| StoreError::Task("writer lock poisoned".into()))?;
+            work(&mut connection)
+        })
+    }
+
+    fn read<T>(&self, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        blocking(|| {
+            let pooled = self.readers.lock().map_err(|_| StoreError::Task("reader pool poisoned".into()))?.pop();
+            let connection = match pooled {
+                Some(connection) => connection,
+                None => connect(&self.path, false)?,
+            };
+            let result = work(&connection);
+            if let Ok(mut pool) = self.readers.lock() {
+                if pool.len() < READERS {
+                    pool.push(connection);
+                }
+            }
+            result
+        })
+    }
+}
+
+/// Runs blocking database work without stalling other tasks on a multi-thread runtime.
+fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}
+
+fn connect(path: &str, create: bool) -> Result<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let connection = Connection::open_with_flags(path, flags)?;
+    connection.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = 10000;
+         PRAGMA cache_size = -131072;
+         PRAGMA temp_store = MEMORY;",
+    )?;
+    connection.set_prepared_statement_cache_capacity(64);
+    Ok(connection)
+}
+
+fn migrate(connection: &mut Connection) -> Result<()> {
+    connection.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)",
+    )?;
+    for (version, sql) in MIGRATIONS {
+        let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let applied: bool =
+            tx.query_row("SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)", [version], |r| r.get(0))?;
+        if !applied {
+            tx.execute_batch(sql)?;
+            tx.execute("INSERT INTO schema_migrations (version) VALUES (?1)", [version])?;
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn ts(at: Timestamp) -> Result<String> {
+    at.format(&Rfc3339).map_err(|e| StoreError::Corrupt(format!("timestamp: {e}")))
+}
+
+fn parse_ts(text: &str) -> rusqlite::Result<Timestamp> {
+    Timestamp::parse(text, &Rfc3339)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+fn parse_name<T: std::str::FromStr>(text: &str) -> rusqlite::Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    text.parse::<T>()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+}
+
+/// Turns a unique-constraint failure into [`StoreError::Conflict`] named like the schema's
+/// constraints; everything else passes through.
+fn conflict(error: rusqlite::Error, value: &str) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(failure, Some(message)) = &error {
+        if failure.code == rusqlite::ErrorCode::ConstraintViolation && message.starts_with("UNIQUE") {
+            let constraint = match message.trim_start_matches("UNIQUE constraint failed: ") {
+                "users.id" => "users_id",
+                "users.external_id" => "users_external_id",
+                "sources.name" => "sources_name",
+                "accounts.source_pk, accounts.account_id" => "accounts_source_account_id",
+                "tokens.name" => "tokens_name",
+                "tokens.hash" => "tokens_hash",
+                _ => "unknown",
+            };
+            return StoreError::Conflict { constraint, message: format!("'{value}' is already taken ({constraint})") };
+        }
+    }
+    StoreError::Sqlite(error)
+}
+
+const SOURCE_COLUMNS: &str = "pk, name, kind, external_id_field, link_inactive, created_at";
+
+fn source_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Source> {
+    Ok(Source {
+        pk: row.get(0)?,
+        name: row.get(1)?,
+        kind: row.get(2)?,
+        external_id_field: parse_name(&row.get::<_, String>(3)?)?,
+        link_inactive: row.get(4)?,
+        created_at: parse_ts(&row.get::<_, String>(5)?)?,
+    })
+}
+
+const USER_COLUMNS: &str = "u.pk, u.id, u.username, u.email, u.email_key, u.display_name, u.active, \
+     u.external_id, u.external_id_origin, u.external_id_set_at, u.excluded";
+
+fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord {
+        pk: row.get(0)?,
+        id: row.get(1)?,
+        username: row.get(2)?,
+        email: row.get(3)?,
+        email_key: row.get(4)?,
+        display_name: row.get(5)?,
+        active: row.get(6)?,
+        external_id: row.get(7)?,
+        external_id_origin: row.get::<_, Option<String>>(8)?.map(|o| parse_name::<Origin>(&o)).transpose()?,
+        external_id_set_at: row.get::<_, Option<String>>(9)?.map(|t| parse_ts(&t)).transpose()?,
+        excluded: row.get(10)?,
+    })
+}
+
+const ACCOUNT_COLUMNS: &str =
+    "pk, source_pk, account_id, username, key, email, email_key, display_name, active, account_type";
+
+fn account_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRecord> {
+    Ok(AccountRecord {
+        pk: row.get(0)?,
+        source_pk: row.get(1)?,
+        account_id: row.get(2)?,
+        username: row.get(3)?,
+        key: row.get(4)?,
+        email: row.get(5)?,
+        email_key: row.get(6)?,
+        display_name: row.get(7)?,
+        active: row.get(8)?,
+        account_type: parse_name(&row.get::<_, String>(9)?)?,
+    })
+}
+
+fn run_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
+    let summary: String = row.get(8)?;
+    Ok(Run {
+        pk: row.get(0)?,
+        kind: row.get(1)?,
+        dry_run: row.get(2)?,
+        external_id_field: parse_name(&row.get::<_, String>(3)?)?,
+        actor: row.get(4)?,
+        state: row.get(5)?,
+        started_at: parse_ts(&row.get::<_, String>(6)?)?,
+        finished_at: row.get::<_, Option<String>>(7)?.map(|t| parse_ts(&t)).transpose()?,
+        summary: serde_json::from_str(&summary).unwrap_or(serde_json::Value::Null),
+        applied: row.get::<_, i64>(9)? as u64,
+    })
+}
+
+fn insert_audit(
+    tx: &Transaction<'_>,
+    at: &str,
+    actor: &str,
+    origin: Origin,
+    user_pk: i64,
+    old: Option<&str>,
+    new: Option<&str>,
+    reason: &str,
+    run_pk: Option<i64>,
+) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO audit (at, actor, origin, user_pk, old_value, new_value, reason, run_pk)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![at, actor, origin.as_str(), user_pk, old, new, reason, run_pk])?;
+    Ok(())
+}
+
+fn apply_one(tx: &Transaction<'_>, batch: &ApplyBatch<'_>, at: &str, change: &tether_core::Change) -> Result<ChangeResult> {
+    let written = tx
+        .prepare_cached(
+            "UPDATE users SET external_id = ?1, external_id_origin = ?2, external_id_set_at = ?3
+             WHERE pk = ?4 AND external_id IS ?5 AND excluded = 0
+               AND NOT EXISTS (SELECT 1 FROM users AS holder WHERE holder.external_id = ?1)",
+        )?
+        .execute(params![change.new, batch.origin.as_str(), at, change.user_pk, change.old])?;
+    if written == 1 {
+        insert_audit(
+            tx,
+            at,
+            batch.actor,
+            batch.origin,
+            change.user_pk,
+            change.old.as_deref(),
+            Some(&change.new),
+            "new_link",
+            Some(batch.run_pk),
+        )?;
+        return Ok(ChangeResult::Applied);
+    }
+    let current: Option<(Option<String>, bool)> = tx
+        .prepare_cached("SELECT external_id, excluded FROM users WHERE pk = ?1")?
+        .query_row([change.user_pk], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(match current {
+        None => ChangeResult::Gone,
+        Some((Some(value), _)) if value == change.new => ChangeResult::AlreadySet,
+        Some((value, _)) if value != change.old => ChangeResult::Changed { current: value.unwrap_or_default() },
+        Some((_, true)) => ChangeResult::Excluded,
+        Some(_) => {
+            let holder: Option<i64> = tx
+                .prepare_cached("SELECT pk FROM users WHERE external_id = ?1")?
+                .query_row([&change.new], |r| r.get(0))
+                .optional()?;
+            match holder {
+                Some(holder_pk) => ChangeResult::Taken { holder_pk },
+                None => ChangeResult::Changed { current: String::new() },
+            }
+        }
+    })
+}
+
+fn upsert_outcome(tx: &Transaction<'_>, source_pk: i64, run_pk: i64, outcome: &tether_core::Outcome) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO outcomes (source_pk, user_pk, situation, evidence, run_pk) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (source_pk, user_pk) DO UPDATE
+         SET situation = excluded.situation, evidence = excluded.evidence, run_pk = excluded.run_pk",
+    )?
+    .execute(params![source_pk, outcome.user_pk, outcome.situation.as_str(), outcome.evidence.encode(), run_pk])?;
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    async fn insert_source(&self, source: &NewSource, at: Timestamp) -> Result<Source> {
+        let created_at = ts(at)?;
+        self.write(|c| {
+            c.query_row(
+                &format!(
+                    "INSERT INTO sources (name, kind, external_id_field, link_inactive, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5) RETURNING {SOURCE_COLUMNS}"
+                ),
+                params![source.name, source.kind, source.external_id_field.as_str(), source.link_inactive, created_at],
+                source_row,
+            )
+            .map_err(|e| conflict(e, &source.name))
+        })
+    }
+
+    async fn find_source(&self, name: &str) -> Result<Option<Source>> {
+        self.read(|c| {
+            Ok(c.query_row(&format!("SELECT {SOURCE_COLUMNS} FROM sources WHERE name = ?1"), [name], source_row)
+                .optional()?)
+        })
+    }
+
+    async fn list_sources(&self) -> Result<Vec<Source>> {
+        self.read(|c| {
+            let mut statement = c.prepare(&format!("SELECT {SOURCE_COLUMNS} FROM sources ORDER BY name"))?;
+            let rows = statement.query_map([], source_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    async fn update_source_field(&self, source_pk: i64, field: ExternalIdField) -> Result<()> {
+        self.write(|c| {
+            let n = c.execute("UPDATE sources SET external_id_field = ?1 WHERE pk = ?2", params![field.as_str(), source_pk])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("source {source_pk}")));
+            }
+            Ok(())
+        })
+    }
+
+    async fn import_users(&self, rows: &[NewUser], options: &ImportOptions<'_>) -> Result<ImportSummary> {
+        let at = ts(options.at)?;
+        self.write(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let before: i64 = tx.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?;
+            let mut changed = 0u64;
+            let mut external_ids_set = 0u64;
+            {
+                let mut upsert = tx.prepare_cached(
+                    "INSERT INTO users (id, username, email, email_key, display_name, active)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (id) DO UPDATE SET
+                        username = excluded.username, email = excluded.email, email_key = excluded.email_key,
+                        display_name = excluded.display_name, active = excluded.active
+                     WHERE users.username IS NOT excluded.username OR users.email IS NOT excluded.email
+                        OR users.email_key IS NOT excluded.email_key
+                        OR users.display_name IS NOT excluded.display_name OR users.active IS NOT excluded.active",
+                )?;
+                let mut current = tx.prepare_cached("SELECT pk, external_id FROM users WHERE id = ?1")?;
+                let mut holder = tx.prepare_cached("SELECT id FROM users WHERE external_id = ?1")?;
+                let mut set = tx.prepare_cached(
+                    "UPDATE users SET external_id = ?1, external_id_origin = 'import', external_id_set_at = ?2 WHERE pk = ?3",
+                )?;
+                for row in rows {
+                    let mut row_changed = upsert.execute(params![
+                        row.id,
+                        row.username,
+                        row.email,
+                        row.email_key,
+                        row.display_name,
+                        row.active
+                    ])? > 0;
+                    if let Some(external_id) = &row.external_id {
+                        let (pk, stored): (i64, Option<String>) =
+                            current.query_row([&row.id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                        if stored.as_deref() != Some(external_id.as_str()) {
+                            if let Some(other) = holder.query_row([external_id], |r| r.get::<_, String>(0)).optional()? {
+                                return Err(StoreError::Conflict {
+                                    constraint: "users_external_id",
+                                    message: format!(
+                                        "External ID '{external_id}' of user '{}' is already held by user '{other}'",
+                                        row.id
+                                    ),
+                                });
+                            }
+                            if let Some(stored) = &stored {
+                                if !options.replace_external_ids {
+                                    return Err(StoreError::Invalid(format!(
+                                        "user '{}' already has External ID '{stored}'; the file says '{external_id}' \
+                                         (use --replace-external-ids to overwrite)",
+                                        row.id
+                                    )));
+                                }
+                            }
+                            set.execute(params![external_id, at, pk])?;
+                            insert_audit(
+                                &tx,
+                                &at,
+                                options.actor,
+                                Origin::Import,
+                                pk,
+                                stored.as_deref(),
+                                Some(external_id),
+                                "import",
+                                None,
+                            )?;
+                            external_ids_set += 1;
+                            row_changed = true;
+                        }
+                    }
+                    changed += u64::from(row_changed);
+                }
+            }
+            let after: i64 = tx.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?;
+            tx.commit()?;
+            let inserted = (after - before).max(0) as u64;
+            Ok(ImportSummary {
+                inserted,
+                updated: changed.saturating_sub(inserted),
+                unchanged: rows.len() as u64 - changed,
+                external_ids_set,
+            })
+        })
+    }
+
+    async fn import_accounts(&self, source_pk: i64, rows: &[NewAccount], _at: Timestamp) -> Result<ImportSummary> {
+        self.write(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let count = |tx: &Transaction<'_>| -> Result<i64> {
+                Ok(tx.query_row("SELECT count(*) FROM accounts WHERE source_pk = ?1", [source_pk], |r| r.get(0))?)
+            };
+            let before = count(&tx)?;
+            let mut changed = 0u64;
+            {
+                let mut upsert = tx.prepare_cached(
+                    "INSERT INTO accounts (source_pk, account_id, username, key, email, email_key, display_name, active, account_type)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (source_pk, account_id) DO UPDATE SET
+                        username = excluded.username, key = excluded.key, email = excluded.email,
+                        email_key = excluded.email_key, display_name = excluded.display_name,
+                        active = excluded.active, account_type = excluded.account_type
+                     WHERE accounts.username IS NOT excluded.username OR accounts.key IS NOT excluded.key
+                        OR accounts.email IS NOT excluded.email OR accounts.email_key IS NOT excluded.email_key
+                        OR accounts.display_name IS NOT excluded.display_name
+                        OR accounts.active IS NOT excluded.active OR accounts.account_type IS NOT excluded.account_type",
+                )?;
+                for row in rows {
+                    changed += upsert.execute(params![
+                        source_pk,
+                        row.account_id,
+                        row.username,
+                        row.key,
+                        row.email,
+                        row.email_key,
+                        row.display_name,
+                        row.active,
+                        row.account_type.as_str()
+                    ])? as u64;
+                }
+            }
+            let after = count(&tx)?;
+            tx.commit()?;
+            let inserted = (after - before).max(0) as u64;
+            Ok(ImportSummary {
+                inserted,
+                updated: changed.saturating_sub(inserted),
+                unchanged: rows.len() as u64 - changed,
+                external_ids_set: 0,
+            })
+        })
+    }
+
+    async fn load_link_input(&self, source_pk: i64) -> Result<LinkInput> {
+        self.read(|c| {
+            let mut input = LinkInput::default();
+            let user_count: i64 = c.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?;
+            input.users.reserve(user_count as usize);
+            input.stored.reserve(user_count as usize);
+            let mut statement = c.prepare(
+                "SELECT u.pk, u.external_id, u.email IS NOT NULL, u.email_key, u.excluded, o.situation, o.evidence
+                 FROM users AS u LEFT JOIN outcomes AS o ON o.source_pk = ?1 AND o.user_pk = u.pk
+                 ORDER BY u.pk",
+            )?;
+            let mut rows = statement.query([source_pk])?;
+            while let Some(row) = rows.next()? {
+                input.users.push(UserRow {
+                    pk: row.get(0)?,
+                    external_id: row.get(1)?,
+                    has_email: row.get(2)?,
+                    email_key: row.get(3)?,
+                    excluded: row.get(4)?,
+                });
+                let situation: Option<String> = row.get(5)?;
+                input.stored.push(match situation {
+                    Some(situation) => Some(StoredOutcome {
+                        situation: parse_name::<Situation>(&situation)?,
+                        evidence: row.get(6)?,
+                    }),
+                    None => None,
+                });
+            }
+            let mut statement = c.prepare(
+                "SELECT pk, account_id, username, key, email, email_key, active, account_type
+                 FROM accounts WHERE source_pk = ?1 ORDER BY pk",
+            )?;
+            let mut rows = statement.query([source_pk])?;
+            while let Some(row) = rows.next()? {
+                input.accounts.push(AccountRow {
+                    pk: row.get(0)?,
+                    account_id: row.get(1)?,
+                    username: row.get(2)?,
+                    key: row.get(3)?,
+                    email: row.get(4)?,
+                    email_key: row.get(5)?,
+                    active: row.get(6)?,
+                    account_type: parse_name::<AccountType>(&row.get::<_, String>(7)?)?,
+                });
+            }
+            Ok(input)
+        })
+    }
+
+    async fn insert_run(&self, run: &NewRun) -> Result<i64> {
+        let started_at = ts(run.started_at)?;
+        self.write(|c| {
+            Ok(c.query_row(
+                "INSERT INTO runs (source_pk, kind, dry_run, external_id_field, actor, started_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING pk",
+                params![run.source_pk, run.kind, run.dry_run, run.external_id_field.as_str(), run.actor, started_at],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
+    async fn apply_batch(&self, batch: &ApplyBatch<'_>) -> Result<Vec<ChangeResult>> {
+        let at = ts(batch.at)?;
+        self.write(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut results = Vec::with_capacity(batch.changes.len());
+            let mut settled = HashSet::with_capacity(batch.changes.len());
+            for change in batch.changes {
+                let result = apply_one(&tx, batch, &at, change)?;
+                if let Some(outcome) = settle(change, &result) {
+                    upsert_outcome(&tx, batch.source_pk, batch.run_pk, &outcome)?;
+                }
+                settled.insert(change.user_pk);
+                results.push(result);
+            }
+            for outcome in batch.outcomes {
+                if !settled.contains(&outcome.user_pk) {
+                    upsert_outcome(&tx, batch.source_pk, batch.run_pk, outcome)?;
+                }
+            }
+            tx.commit()?;
+            Ok(results)
+        })
+    }
+
+    async fn finish_run(&self, run_pk: i64, finish: &RunFinish) -> Result<()> {
+        let finished_at = ts(finish.finished_at)?;
+        let summary = finish.summary.to_string();
+        self.write(|c| {
+            c.execute(
+                "UPDATE runs SET finished_at = ?1, state = ?2, summary = ?3, applied = ?4 WHERE pk = ?5",
+                params![finished_at, finish.state, summary, finish.applied as i64, run_pk],
+            )?;
+            Ok(())
+        })
+    }
+
+    async fn list_runs(&self, source_pk: i64, limit: u32) -> Result<Vec<Run>> {
+        self.read(|c| {
+            let mut statement = c.prepare(
+                "SELECT pk, kind, dry_run, external_id_field, actor, state, started_at, finished_at, summary, applied
+                 FROM runs WHERE source_pk = ?1 ORDER BY pk DESC LIMIT ?2",
+            )?;
+            let rows = statement.query_map(params![source_pk, limit], run_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    async fn list_users(&self, filter: &UserFilter) -> Result<Vec<UserRecord>> {
+        let after = filter.after_pk.unwrap_or(i64::MIN);
+        self.read(|c| {
+            let users = match filter.situation {
+                None => {
+                    let mut statement = c.prepare_cached(&format!(
+                        "SELECT {USER_COLUMNS} FROM users AS u WHERE u.pk > ?1 ORDER BY u.pk LIMIT ?2"
+                    ))?;
+                    let rows = statement.query_map(params![after, filter.limit], user_row)?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()?
+                }
+                Some((source_pk, situation)) => {
+                    let mut statement = c.prepare_cached(&format!(
+                        "SELECT {USER_COLUMNS} FROM outcomes AS o JOIN users AS u ON u.pk = o.user_pk
+                         WHERE o.source_pk = ?1 AND o.situation = ?2 AND o.user_pk > ?3
+                         ORDER BY o.user_pk LIMIT ?4"
+                    ))?;
+                    let rows =
+                        statement.query_map(params![source_pk, situation.as_str(), after, filter.limit], user_row)?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()?
+                }
+            };
+            Ok(users)
+        })
+    }
+
+    async fn find_users(&self, ident: &str, email_key: Option<&str>) -> Result<Vec<UserRecord>> {
+        self.read(|c| {
+            for (column, value) in [("id", Some(ident)), ("username", Some(ident)), ("email_key", email_key)] {
+                let Some(value) = value else { continue };
+                let mut statement =
+                    c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users AS u WHERE u.{column} = ?1 ORDER BY u.pk"))?;
+                let found = statement.query_map([value], user_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+                if !found.is_empty() {
+                    return Ok(found);
+                }
+            }
+            Ok(Vec::new())
+        })
+    }
+
+    async fn get_users_by_pk(&self, pks: &[i64]) -> Result<Vec<UserRecord>> {
+        self.read(|c| {
+            let mut statement = c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users AS u WHERE u.pk = ?1"))?;
+            let mut users = Vec::with_capacity(pks.len());
+            for pk in pks {
+                if let Some(user) = statement.query_row([pk], user_row).optional()? {
+                    users.push(user);
+                }
+            }
+            Ok(users)
+        })
+    }
+
+    async fn get_accounts_by_pk(&self, pks: &[i64]) -> Result<Vec<AccountRecord>> {
+        self.read(|c| {
+            let mut statement = c.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE pk = ?1"))?;
+            let mut accounts = Vec::with_capacity(pks.len());
+            for pk in pks {
+                if let Some(account) = statement.query_row([pk], account_row).optional()? {
+                    accounts.push(account);
+                }
+            }
+            Ok(accounts)
+        })
+    }
+
+    async fn count_users(&self) -> Result<u64> {
+        self.read(|c| Ok(c.query_row("SELECT count(*) FROM users", [], |r| r.get::<_, i64>(0))? as u64))
+    }
+
+    async fn list_audit(&self, user_pk: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>> {
+        self.read(|c| {
+            let mut statement = c.prepare_cached(
+                "SELECT pk, at, actor, origin, user_pk, old_value, new_value, reason, run_pk FROM audit
+                 WHERE ?1 IS NULL OR user_pk = ?1 ORDER BY pk DESC LIMIT ?2",
+            )?;
+            let rows = statement.query_map(params![user_pk, limit], |row| {
+                Ok(AuditEntry {
+                    pk: row.get(0)?,
+                    at: parse_ts(&row.get::<_, String>(1)?)?,
+                    actor: row.get(2)?,
+                    origin: parse_name(&row.get::<_, String>(3)?)?,
+                    user_pk: row.get(4)?,
+                    old_value: row.get(5)?,
+                    new_value: row.get(6)?,
+                    reason: row.get(7)?,
+                    run_pk: row.get(8)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+    }
+
+    async fn insert_token(&self, token: &NewToken) -> Result<i64> {
+        let created_at = ts(token.created_at)?;
+        self.write(|c| {
+            c.query_row(
+                "INSERT INTO tokens (name, scope, hash, created_at) VALUES (?1, ?2, ?3, ?4) RETURNING pk",
+                params![token.name, token.scope, token.hash, created_at],
+                |r| r.get(0),
+            )
+            .map_err(|e| conflict(e, &token.name))
+        })
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?))
+    }
+}

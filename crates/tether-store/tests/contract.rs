@@ -1,0 +1,71 @@
+//! The store contract: every case in `cases/` runs against both stores, as
+//! `sqlite::<case>` (a fresh temp-file database) and `postgres::<case>` (a fresh database on
+//! the server named by `TETHER_TEST_PG_URL`; without it those tests fail and say how to
+//! start one). A case is written once, over `&impl Store` (or over the test database when
+//! it needs a raw connection beside the store), and listed once below.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cases;
+mod support;
+
+/// Calls one case with the store (`store`) or with the whole test database (`db`).
+macro_rules! call_case {
+    ($db:ident, $area:ident :: $case:ident, store) => {
+        crate::cases::$area::$case(&$db.store).await
+    };
+    ($db:ident, $area:ident :: $case:ident, db) => {
+        crate::cases::$area::$case(&$db).await
+    };
+}
+
+/// Instantiates every case once per store.
+macro_rules! contract_tests {
+    ($($area:ident :: $case:ident ($with:ident)),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let db = crate::support::TestDb::sqlite().await;
+                    call_case!(db, $area::$case, $with);
+                    db.finish().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let db = crate::support::TestDb::postgres(stringify!($case)).await;
+                    call_case!(db, $area::$case, $with);
+                    db.finish().await;
+                }
+            )*
+        }
+    };
+}
+
+contract_tests! {
+    misc::migrations_are_idempotent(db),
+    misc::ping_on_an_empty_store(store),
+    sources::sources_insert_find_list_update(store),
+    import::import_users_then_reimport_is_unchanged(store),
+    import::import_users_counts_updates(store),
+    import::import_users_audits_external_ids(store),
+    import::import_users_refuses_a_taken_external_id(store),
+    import::import_users_replaces_only_when_asked(store),
+    import::import_accounts_idempotent_per_source(store),
+    linking::load_link_input_shapes(db),
+    linking::full_loop_converges(store),
+    linking::apply_refuses_a_changed_external_id(store),
+    linking::apply_reports_a_taken_value(store),
+    linking::apply_reports_already_set(store),
+    linking::apply_skips_excluded_and_gone_users(db),
+    audit::audit_is_append_only(db),
+    reading::list_users_pages_and_filters(store),
+    reading::find_users_by_id_username_email(store),
+    reading::get_records_by_pk(store),
+    reading::list_audit_newest_first(store),
+    misc::tokens_insert_and_conflict(store),
+    misc::list_runs_records_runs(store),
+    misc::bulk_round_trip(store),
+}

@@ -1,0 +1,455 @@
+//! The command line (DESIGN §5): argument definitions and rendering. Each command parses its
+//! arguments, calls one application function, and prints the result.
+
+use crate::app::{App, Diagnosis, Progress, ReconcileReport, Who};
+use crate::clock;
+use crate::error::{AppError, AppResult};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::Write;
+use std::path::PathBuf;
+use tether_core::{ExternalIdField, Situation};
+use tether_store::{NewSource, Store, UserFilter, UserRecord};
+
+#[derive(Parser, Debug)]
+#[command(name = "tether", version, about = "Keeps an application's users linked to an identity platform's accounts")]
+pub struct Cli {
+    /// Database URL: sqlite:PATH (created if missing) or postgres://USER@HOST:PORT/DB.
+    #[arg(long, global = true, env = "TETHER_DATABASE_URL", default_value = "sqlite:tether.db", hide_env_values = true)]
+    pub database: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Import users or accounts from CSV or JSON Lines (.csv, .jsonl).
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// Add or list sources of accounts.
+    #[command(subcommand)]
+    Sources(SourcesCommand),
+    /// Match users against a source's stored accounts and write External IDs.
+    Reconcile {
+        #[arg(long)]
+        source: String,
+        /// Which account field fills External ID (saved on the source by a real run).
+        #[arg(long, value_parser = parse_field)]
+        field: Option<ExternalIdField>,
+        /// Show the plan; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+        format: ReportFormat,
+    },
+    /// Explain why a user is or is not linked (USER: id, username or e-mail).
+    Diagnose {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        user: Option<String>,
+        #[arg(long)]
+        all: bool,
+        /// The source to diagnose against (default: the only one).
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long, value_enum, default_value_t = DiagnoseFormat::Text)]
+        format: DiagnoseFormat,
+    },
+    /// List users with their External ID, optionally those in one situation.
+    Users {
+        /// Only users in this situation at the last reconcile.
+        #[arg(long, value_parser = parse_situation)]
+        situation: Option<Situation>,
+        /// The source whose situations to show (default: the only one).
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImportCommand {
+    /// Users: header id,username,email,display_name,active,external_id.
+    Users {
+        file: PathBuf,
+        /// Import the valid rows and report the others (default: refuse the whole file).
+        #[arg(long)]
+        skip_invalid: bool,
+        /// Overwrite stored External IDs that differ from the file's (audited).
+        #[arg(long)]
+        replace_external_ids: bool,
+    },
+    /// Accounts of one source: header account_id,username,key,email,display_name,active,account_type.
+    Accounts {
+        file: PathBuf,
+        #[arg(long)]
+        source: String,
+        #[arg(long)]
+        skip_invalid: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SourcesCommand {
+    /// Add a source.
+    Add {
+        name: String,
+        /// file (accounts imported from files); jira_cloud, jira_dc and scim come with pull jobs.
+        #[arg(long, default_value = "file", value_parser = ["file"])]
+        kind: String,
+        /// Which account field fills External ID.
+        #[arg(long, value_parser = parse_field, default_value = "account_id")]
+        field: ExternalIdField,
+        /// Link users to inactive accounts too.
+        #[arg(long)]
+        link_inactive: bool,
+    },
+    /// List sources.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a bearer token; it is printed once, alone on the last line.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = ["admin", "scim"])]
+        scope: String,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportFormat {
+    Table,
+    Json,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiagnoseFormat {
+    Text,
+    Json,
+    Jsonl,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListFormat {
+    Table,
+    Csv,
+    Jsonl,
+}
+
+fn parse_field(text: &str) -> Result<ExternalIdField, String> {
+    text.parse().map_err(|e: tether_core::UnknownName| e.to_string())
+}
+
+fn parse_situation(text: &str) -> Result<Situation, String> {
+    text.parse().map_err(|e: tether_core::UnknownName| e.to_string())
+}
+
+/// A progress bar on stderr when it is a terminal; nothing otherwise.
+struct Bar(indicatif::ProgressBar);
+
+impl Bar {
+    fn new() -> Self {
+        let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        Bar(bar)
+    }
+}
+
+impl Progress for Bar {
+    fn phase(&self, name: &str, total: Option<u64>) {
+        let style = match total {
+            Some(total) => {
+                self.0.set_length(total);
+                self.0.set_position(0);
+                indicatif::ProgressStyle::with_template("{msg:28} [{bar:40}] {pos}/{len} ({eta})")
+            }
+            None => indicatif::ProgressStyle::with_template("{spinner} {msg}"),
+        };
+        if let Ok(style) = style {
+            self.0.set_style(style.progress_chars("=> "));
+        }
+        self.0.set_message(name.to_owned());
+        self.0.tick();
+    }
+
+    fn advance(&self, by: u64) {
+        self.0.inc(by);
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) -> AppResult<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| AppError::Io(e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Runs one command.
+pub async fn run(app: &App, command: Command) -> AppResult<()> {
+    match command {
+        Command::Import(ImportCommand::Users { file, skip_invalid, replace_external_ids }) => {
+            let report = app.import_users(&file, skip_invalid, replace_external_ids, clock::now()).await?;
+            let s = &report.summary;
+            println!(
+                "{}: {} rows; {} inserted, {} updated, {} unchanged; {} External IDs set{}",
+                report.file,
+                report.rows,
+                s.inserted,
+                s.updated,
+                s.unchanged,
+                s.external_ids_set,
+                skipped(report.skipped)
+            );
+        }
+        Command::Import(ImportCommand::Accounts { file, source, skip_invalid }) => {
+            let report = app.import_accounts(&file, &source, skip_invalid, clock::now()).await?;
+            let s = &report.summary;
+            println!(
+                "{}: {} accounts for source {source}; {} inserted, {} updated, {} unchanged{}",
+                report.file,
+                report.rows,
+                s.inserted,
+                s.updated,
+                s.unchanged,
+                skipped(report.skipped)
+            );
+        }
+        Command::Sources(SourcesCommand::Add { name, kind, field, link_inactive }) => {
+            let source = app
+                .add_source(NewSource { name, kind, external_id_field: field, link_inactive }, clock::now())
+                .await?;
+            println!(
+                "added source {} (kind {}, External ID field {}{})",
+                source.name,
+                source.kind,
+                source.external_id_field,
+                if source.link_inactive { ", links inactive accounts" } else { "" }
+            );
+        }
+        Command::Sources(SourcesCommand::List) => {
+            let sources = app.store.list_sources().await?;
+            println!("{:<24} {:<10} {:<12} {}", "NAME", "KIND", "FIELD", "LINK INACTIVE");
+            for s in sources {
+                println!("{:<24} {:<10} {:<12} {}", s.name, s.kind, s.external_id_field, s.link_inactive);
+            }
+        }
+        Command::Reconcile { source, field, dry_run, format } => {
+            let bar = Bar::new();
+            let report = app.reconcile(&source, field, dry_run, clock::now(), &bar).await?;
+            drop(bar);
+            match format {
+                ReportFormat::Json => print_json(&report)?,
+                ReportFormat::Table => print_reconcile(&report),
+            }
+        }
+        Command::Diagnose { user, all: _, source, format } => {
+            let who = match &user {
+                Some(user) => Who::One(user),
+                None => Who::All,
+            };
+            let diagnoses = app.diagnose(who, source.as_deref()).await?;
+            print_diagnoses(&diagnoses, format, user.is_some())?;
+        }
+        Command::Users { situation, source, format } => {
+            let situation = match situation {
+                Some(situation) => Some((app.source(source.as_deref()).await?.pk, situation)),
+                None => None,
+            };
+            print_users(app, situation, format).await?;
+        }
+        Command::Token(TokenCommand::Create { name, scope }) => {
+            let mut secret = [0u8; 32];
+            getrandom::fill(&mut secret).map_err(|e| AppError::Io(format!("no randomness: {e}")))?;
+            let token = app.create_token(&name, &scope, secret, clock::now()).await?;
+            println!("created token '{name}' with scope {scope}; it is shown once, store it now:");
+            println!("{token}");
+        }
+    }
+    Ok(())
+}
+
+fn skipped(n: u64) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!("; {n} invalid rows skipped")
+    }
+}
+
+fn print_reconcile(report: &ReconcileReport) {
+    let verb = if report.dry_run { "dry run (nothing written)" } else { "applied" };
+    println!(
+        "source {} (External ID field {}): {} users, {} accounts — {verb}",
+        report.source, report.field, report.users, report.accounts
+    );
+    println!("{:<20} {:>10}", "SITUATION", "USERS");
+    for (situation, count) in &report.summary {
+        println!("{:<20} {:>10}", situation.as_str(), count);
+    }
+    if report.dry_run {
+        println!("{} External IDs would be written", report.planned);
+    } else {
+        println!(
+            "{} of {} External IDs written; {} changed by someone else meanwhile (not overwritten); run {}",
+            report.applied,
+            report.planned,
+            report.conflicts.len(),
+            report.run.map(|r| r.to_string()).unwrap_or_default()
+        );
+    }
+    let attention: u64 =
+        report.summary.iter().filter(|(s, _)| s.needs_attention()).map(|(_, n)| n).sum();
+    if attention > 0 {
+        println!("{attention} users need attention: `tether diagnose --all --source {}` explains each", report.source);
+    }
+}
+
+fn print_diagnoses(diagnoses: &[Diagnosis], format: DiagnoseFormat, one: bool) -> AppResult<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let io = |e: std::io::Error| AppError::Io(e.to_string());
+    match format {
+        DiagnoseFormat::Json if one && diagnoses.len() == 1 => print_json(&diagnoses[0])?,
+        DiagnoseFormat::Json => print_json(&diagnoses)?,
+        DiagnoseFormat::Jsonl => {
+            for d in diagnoses {
+                let line = serde_json::to_string(d).map_err(|e| AppError::Io(e.to_string()))?;
+                writeln!(out, "{line}").map_err(io)?;
+            }
+        }
+        DiagnoseFormat::Text => {
+            for d in diagnoses {
+                writeln!(out, "{} ({}) <{}>", d.user_id, d.username, d.email.as_deref().unwrap_or("no e-mail")).map_err(io)?;
+                writeln!(out, "  situation:   {}", d.situation).map_err(io)?;
+                writeln!(
+                    out,
+                    "  external id: {}{}",
+                    d.external_id.as_deref().unwrap_or("(none)"),
+                    d.external_id_origin.map(|o| format!(" (set by {o})")).unwrap_or_default()
+                )
+                .map_err(io)?;
+                writeln!(out, "  why:         {}", d.explanation).map_err(io)?;
+                writeln!(out, "  fix:         {}", d.fix).map_err(io)?;
+                for a in &d.evidence.accounts {
+                    writeln!(
+                        out,
+                        "  account:     {} <{}> {} {}{}",
+                        a.account_id,
+                        a.email.as_deref().unwrap_or("no e-mail"),
+                        a.account_type,
+                        if a.active { "active" } else { "inactive" },
+                        a.value.as_deref().map(|v| format!(", {} = {v}", d.field)).unwrap_or_default()
+                    )
+                    .map_err(io)?;
+                }
+                for u in &d.evidence.users {
+                    writeln!(
+                        out,
+                        "  user:        {} ({}) <{}>{}",
+                        u.id,
+                        u.username,
+                        u.email.as_deref().unwrap_or("no e-mail"),
+                        u.external_id.as_deref().map(|e| format!(" External ID {e}")).unwrap_or_default()
+                    )
+                    .map_err(io)?;
+                }
+                writeln!(out).map_err(io)?;
+            }
+        }
+    }
+    out.flush().map_err(io)
+}
+
+async fn print_users(app: &App, situation: Option<(i64, Situation)>, format: ListFormat) -> AppResult<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let io = |e: std::io::Error| AppError::Io(e.to_string());
+    let mut csv_writer = None;
+    match format {
+        ListFormat::Table => writeln!(
+            out,
+            "{:<16} {:<24} {:<36} {:<28} {:<6}",
+            "ID", "USERNAME", "EMAIL", "EXTERNAL ID", "ACTIVE"
+        )
+        .map_err(io)?,
+        ListFormat::Csv => {
+            let mut writer = csv::Writer::from_writer(std::io::stdout());
+            writer
+                .write_record(["id", "username", "email", "display_name", "active", "external_id"])
+                .map_err(|e| AppError::Io(e.to_string()))?;
+            csv_writer = Some(writer);
+        }
+        ListFormat::Jsonl => {}
+    }
+    let mut after = None;
+    loop {
+        let page = app.list_users(&UserFilter { after_pk: after, limit: 5_000, situation }).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.pk);
+        for user in &page {
+            write_user(&mut out, &mut csv_writer, user, format, situation.map(|s| s.1))?;
+        }
+    }
+    if let Some(writer) = csv_writer.as_mut() {
+        writer.flush().map_err(io)?;
+    }
+    out.flush().map_err(io)
+}
+
+fn write_user(
+    out: &mut impl Write,
+    csv_writer: &mut Option<csv::Writer<std::io::Stdout>>,
+    user: &UserRecord,
+    format: ListFormat,
+    situation: Option<Situation>,
+) -> AppResult<()> {
+    let io = |e: std::io::Error| AppError::Io(e.to_string());
+    match format {
+        ListFormat::Table => writeln!(
+            out,
+            "{:<16} {:<24} {:<36} {:<28} {:<6}",
+            user.id,
+            user.username,
+            user.email.as_deref().unwrap_or(""),
+            user.external_id.as_deref().unwrap_or(""),
+            user.active
+        )
+        .map_err(io),
+        ListFormat::Csv => match csv_writer {
+            Some(writer) => writer
+                .write_record([
+                    user.id.as_str(),
+                    &user.username,
+                    user.email.as_deref().unwrap_or(""),
+                    &user.display_name,
+                    if user.active { "true" } else { "false" },
+                    user.external_id.as_deref().unwrap_or(""),
+                ])
+                .map_err(|e| AppError::Io(e.to_string())),
+            None => Ok(()),
+        },
+        ListFormat::Jsonl => {
+            let value = serde_json::json!({
+                "id": user.id,
+                "username": user.username,
+                "email": user.email,
+                "display_name": user.display_name,
+                "active": user.active,
+                "external_id": user.external_id,
+                "external_id_origin": user.external_id_origin,
+                "excluded": user.excluded,
+                "situation": situation,
+            });
+            writeln!(out, "{value}").map_err(io)
+        }
+    }
+}

@@ -1,0 +1,434 @@
+//! Reading users and accounts from CSV and JSON Lines files (DESIGN §5).
+//!
+//! Parsing collects every problem with its line and column instead of stopping at the first,
+//! and never writes: the caller decides whether to refuse the whole file (the default) or to
+//! import the rows that are valid. Nothing here panics on any input.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use tether_core::{AccountType, EmailNormalizer};
+use tether_store::{NewAccount, NewUser};
+
+pub const USER_COLUMNS: &[&str] = &["id", "username", "email", "display_name", "active", "external_id"];
+pub const ACCOUNT_COLUMNS: &[&str] =
+    &["account_id", "username", "key", "email", "display_name", "active", "account_type"];
+const REQUIRED_USER_COLUMNS: &[&str] = &["id", "username", "email"];
+const REQUIRED_ACCOUNT_COLUMNS: &[&str] = &["account_id", "email"];
+/// Problems listed before the rest are only counted.
+const MAX_PROBLEMS: usize = 20;
+
+/// One bad value: where it is and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub line: u64,
+    /// The column's name, when the problem is in one column.
+    pub column: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.column {
+            Some(column) => write!(f, "line {}, column {column}: {}", self.line, self.message),
+            None => write!(f, "line {}: {}", self.line, self.message),
+        }
+    }
+}
+
+/// The rows that parsed, and the problems of those that did not.
+#[derive(Debug)]
+pub struct Parsed<T> {
+    pub rows: Vec<T>,
+    pub problems: Vec<Problem>,
+    /// How many problems there were in all (`problems` keeps the first few).
+    pub problem_count: usize,
+}
+
+impl<T> Default for Parsed<T> {
+    fn default() -> Self {
+        Parsed { rows: Vec::new(), problems: Vec::new(), problem_count: 0 }
+    }
+}
+
+impl<T> Parsed<T> {
+    fn problem(&mut self, line: u64, column: Option<&str>, message: impl Into<String>) {
+        self.problem_count += 1;
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(Problem { line, column: column.map(str::to_owned), message: message.into() });
+        }
+    }
+
+    /// The problems as lines for a terminal, naming `file`.
+    pub fn report(&self, file: &Path) -> String {
+        let mut lines: Vec<String> = self.problems.iter().map(|p| format!("{}: {p}", file.display())).collect();
+        if self.problem_count > self.problems.len() {
+            lines.push(format!("… and {} more problems", self.problem_count - self.problems.len()));
+        }
+        lines.join("\n")
+    }
+}
+
+/// The file kinds we read, by extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    JsonLines,
+}
+
+impl Format {
+    pub fn of(path: &Path) -> Result<Format, String> {
+        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("csv") => Ok(Format::Csv),
+            Some("jsonl") | Some("ndjson") => Ok(Format::JsonLines),
+            _ => Err(format!(
+                "{}: unknown file type; name the file .csv or .jsonl (JSON Lines)",
+                path.display()
+            )),
+        }
+    }
+}
+
+/// A record read from either format: (line, column name → value).
+struct Record {
+    line: u64,
+    fields: HashMap<String, Option<String>>,
+}
+
+/// Reads `input` as records with the given allowed and required columns.
+fn read_records<T>(
+    input: impl Read,
+    format: Format,
+    allowed: &[&str],
+    required: &[&str],
+    parsed: &mut Parsed<T>,
+    mut each: impl FnMut(Record, &mut Parsed<T>),
+) {
+    match format {
+        Format::Csv => {
+            let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(input);
+            let headers: Vec<String> = match reader.headers() {
+                Ok(headers) => headers.iter().map(|h| h.trim().trim_start_matches('\u{feff}').to_owned()).collect(),
+                Err(e) => {
+                    parsed.problem(1, None, format!("cannot read the header: {}", csv_message(&e)));
+                    return;
+                }
+            };
+            if !check_columns(headers.iter().map(String::as_str), allowed, required, 1, parsed) {
+                return;
+            }
+            let mut record = csv::StringRecord::new();
+            loop {
+                match reader.read_record(&mut record) {
+                    Ok(false) => break,
+                    Ok(true) => {
+                        let line = record.position().map(|p| p.line()).unwrap_or(0);
+                        let fields = headers
+                            .iter()
+                            .zip(record.iter())
+                            .map(|(h, v)| (h.clone(), if v.is_empty() { None } else { Some(v.to_owned()) }))
+                            .collect();
+                        each(Record { line, fields }, parsed);
+                    }
+                    Err(e) => {
+                        let line = e.position().map(|p| p.line()).unwrap_or(0);
+                        parsed.problem(line, None, csv_message(&e));
+                        // A broken encoding or quoting makes every later line suspect.
+                        if !matches!(e.kind(), csv::ErrorKind::UnequalLengths { .. }) {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        Format::JsonLines => {
+            let reader = BufReader::new(input);
+            for (index, line) in reader.split(b'\n').enumerate() {
+                let number = index as u64 + 1;
+                let bytes = match line {
+                    Ok(bytes) => bytes,
+                    Err(e) => {
+                        parsed.problem(number, None, format!("cannot read: {e}"));
+                        return;
+                    }
+                };
+                let text = match std::str::from_utf8(&bytes) {
+                    Ok(text) => text.trim(),
+                    Err(e) => {
+                        parsed.problem(number, None, format!("not UTF-8 text (byte {})", e.valid_up_to() + 1));
+                        continue;
+                    }
+                };
+                if text.is_empty() {
+                    continue;
+                }
+                let object: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(text) {
+                    Ok(object) => object,
+                    Err(e) => {
+                        parsed.problem(number, None, format!("not a JSON object: {e}"));
+                        continue;
+                    }
+                };
+                if !check_columns(object.keys().map(String::as_str), allowed, required, number, parsed) {
+                    continue;
+                }
+                let mut fields = HashMap::new();
+                let mut ok = true;
+                for (key, value) in object {
+                    let text = match value {
+                        serde_json::Value::Null => None,
+                        serde_json::Value::String(s) if s.is_empty() => None,
+                        serde_json::Value::String(s) => Some(s),
+                        serde_json::Value::Bool(b) => Some(b.to_string()),
+                        serde_json::Value::Number(n) => Some(n.to_string()),
+                        _ => {
+                            parsed.problem(number, Some(&key), "expected a string, a number or a boolean");
+                            ok = false;
+                            continue;
+                        }
+                    };
+                    fields.insert(key, text);
+                }
+                if ok {
+                    each(Record { line: number, fields }, parsed);
+                }
+            }
+        }
+    }
+}
+
+fn csv_message(error: &csv::Error) -> String {
+    match error.kind() {
+        csv::ErrorKind::Utf8 { err, .. } => {
+            format!("not UTF-8 text (field {}, byte {})", err.field() + 1, err.valid_up_to() + 1)
+        }
+        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+            format!("expected {expected_len} fields like the header, found {len}")
+        }
+        _ => error.to_string(),
+    }
+}
+
+fn check_columns<'a, T>(
+    present: impl Iterator<Item = &'a str>,
+    allowed: &[&str],
+    required: &[&str],
+    line: u64,
+    parsed: &mut Parsed<T>,
+) -> bool {
+    let present: Vec<&str> = present.collect();
+    let mut ok = true;
+    for column in &present {
+        if !allowed.contains(column) {
+            parsed.problem(line, Some(column), format!("unknown column; expected {}", allowed.join(",")));
+            ok = false;
+        }
+    }
+    for column in required {
+        if !present.contains(column) {
+            parsed.problem(line, Some(column), "required column is missing");
+            ok = false;
+        }
+    }
+    ok
+}
+
+struct Fields<'a, T> {
+    record: &'a mut Record,
+    parsed: &'a mut Parsed<T>,
+    ok: bool,
+}
+
+impl<T> Fields<'_, T> {
+    fn fail(&mut self, column: &str, message: impl Into<String>) {
+        self.parsed.problem(self.record.line, Some(column), message);
+        self.ok = false;
+    }
+
+    /// A text value; control characters are refused.
+    fn text(&mut self, column: &str) -> Option<String> {
+        let value = self.record.fields.remove(column).flatten()?;
+        if value.chars().any(|c| c.is_control() && c != '\t') {
+            self.fail(column, "contains a control character");
+            return None;
+        }
+        Some(value)
+    }
+
+    /// An identifier: required when `required`, and never padded with white space (it is
+    /// compared exactly, so a stray space would make a different value).
+    fn identifier(&mut self, column: &str, required: bool) -> Option<String> {
+        match self.text(column) {
+            None if required => {
+                if self.ok {
+                    self.fail(column, "is empty");
+                }
+                None
+            }
+            Some(value) if value.trim() != value => {
+                self.fail(column, format!("'{value}' has leading or trailing white space"));
+                None
+            }
+            value => value,
+        }
+    }
+
+    fn boolean(&mut self, column: &str) -> bool {
+        match self.text(column).as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("true") | Some("1") | Some("yes") => true,
+            Some("false") | Some("0") | Some("no") => false,
+            Some(other) => {
+                self.fail(column, format!("'{other}' is not a boolean; use true or false"));
+                true
+            }
+        }
+    }
+}
+
+/// Reads users. Duplicate ids and duplicate External IDs within the file are problems.
+pub fn read_users(input: impl Read, format: Format) -> Parsed<NewUser> {
+    let mut parsed = Parsed::default();
+    let mut normalizer = EmailNormalizer::new();
+    let mut ids: HashMap<String, u64> = HashMap::new();
+    let mut external_ids: HashMap<String, u64> = HashMap::new();
+    read_records(input, format, USER_COLUMNS, REQUIRED_USER_COLUMNS, &mut parsed, |mut record, parsed| {
+        let line = record.line;
+        let mut fields = Fields { record: &mut record, parsed, ok: true };
+        let id = fields.identifier("id", true);
+        let username = fields.identifier("username", true);
+        let email = fields.text("email").map(|e| e.trim().to_owned()).filter(|e| !e.is_empty());
+        let display_name = fields.text("display_name").unwrap_or_default();
+        let active = fields.boolean("active");
+        let external_id = fields.identifier("external_id", false);
+        if let Some(id) = &id {
+            if let Some(first) = ids.get(id) {
+                fields.fail("id", format!("'{id}' already appears on line {first}"));
+            }
+        }
+        if let Some(external_id) = &external_id {
+            if let Some(first) = external_ids.get(external_id) {
+                fields.fail("external_id", format!("'{external_id}' is also the External ID on line {first}"));
+            }
+        }
+        let ok = fields.ok;
+        if let (true, Some(id), Some(username)) = (ok, id, username) {
+            ids.insert(id.clone(), line);
+            if let Some(external_id) = &external_id {
+                external_ids.insert(external_id.clone(), line);
+            }
+            let email_key = normalizer.key(email.as_deref()).key().map(str::to_owned);
+            parsed.rows.push(NewUser { id, username, email, email_key, display_name, active, external_id });
+        }
+    });
+    parsed
+}
+
+/// Reads accounts. Duplicate account ids within the file are problems.
+pub fn read_accounts(input: impl Read, format: Format) -> Parsed<NewAccount> {
+    let mut parsed = Parsed::default();
+    let mut normalizer = EmailNormalizer::new();
+    let mut ids: HashMap<String, u64> = HashMap::new();
+    read_records(input, format, ACCOUNT_COLUMNS, REQUIRED_ACCOUNT_COLUMNS, &mut parsed, |mut record, parsed| {
+        let line = record.line;
+        let mut fields = Fields { record: &mut record, parsed, ok: true };
+        let account_id = fields.identifier("account_id", true);
+        let username = fields.identifier("username", false);
+        let key = fields.identifier("key", false);
+        let email = fields.text("email").map(|e| e.trim().to_owned()).filter(|e| !e.is_empty());
+        let display_name = fields.text("display_name").unwrap_or_default();
+        let active = fields.boolean("active");
+        let account_type = match fields.text("account_type") {
+            None => AccountType::Unknown,
+            Some(text) => match text.parse::<AccountType>() {
+                Ok(kind) => kind,
+                Err(e) => {
+                    fields.fail("account_type", e.to_string());
+                    AccountType::Unknown
+                }
+            },
+        };
+        if let Some(account_id) = &account_id {
+            if let Some(first) = ids.get(account_id) {
+                fields.fail("account_id", format!("'{account_id}' already appears on line {first}"));
+            }
+        }
+        if let (true, Some(account_id)) = (fields.ok, account_id) {
+            ids.insert(account_id.clone(), line);
+            let email_key = normalizer.key(email.as_deref()).key().map(str::to_owned);
+            parsed.rows.push(NewAccount { account_id, username, key, email, email_key, display_name, active, account_type });
+        }
+    });
+    parsed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_csv_parses_and_normalizes() {
+        let csv = "id,username,email,display_name,active,external_id\n\
+                   u1,alice,Alice@Example.COM,Alice,true,\n\
+                   u2,bob,,Bob,false,5b10a2844c20165700ede21g\n";
+        let parsed = read_users(csv.as_bytes(), Format::Csv);
+        assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
+        assert_eq!(parsed.rows.len(), 2);
+        assert_eq!(parsed.rows[0].email_key.as_deref(), Some("alice@example.com"));
+        assert_eq!(parsed.rows[1].email, None);
+        assert!(!parsed.rows[1].active);
+        assert_eq!(parsed.rows[1].external_id.as_deref(), Some("5b10a2844c20165700ede21g"));
+    }
+
+    #[test]
+    fn bad_rows_name_line_and_column() {
+        let csv = "id,username,email,active,external_id\n\
+                   u1,alice,a@example.com,maybe,\n\
+                   u2,,b@example.com,true,X\n\
+                   u3,carol,c@example.com,true,X\n\
+                   u1,dave,d@example.com,true,\n";
+        let parsed = read_users(csv.as_bytes(), Format::Csv);
+        let text: Vec<String> = parsed.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "line 2, column active: 'maybe' is not a boolean; use true or false",
+                "line 3, column username: is empty",
+                "line 5, column id: 'u1' already appears on line 2",
+            ]
+        );
+        // Line 3 was refused, so line 4's External ID X is the first holder and is fine.
+        assert_eq!(parsed.rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["u3"]);
+    }
+
+    #[test]
+    fn duplicate_external_ids_are_refused() {
+        let jsonl = "{\"id\":\"u1\",\"username\":\"a\",\"email\":\"a@x.org\",\"external_id\":\"E\"}\n\
+                     {\"id\":\"u2\",\"username\":\"b\",\"email\":\"b@x.org\",\"external_id\":\"E\"}\n";
+        let parsed = read_users(jsonl.as_bytes(), Format::JsonLines);
+        assert_eq!(parsed.problems[0].to_string(), "line 2, column external_id: 'E' is also the External ID on line 1");
+    }
+
+    #[test]
+    fn unknown_columns_and_junk_are_refused_without_panic() {
+        let parsed = read_users("id,username,email,externalid\n".as_bytes(), Format::Csv);
+        assert_eq!(parsed.problems[0].column.as_deref(), Some("externalid"));
+        let junk: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+        let parsed = read_users(junk.as_slice(), Format::Csv);
+        assert!(parsed.rows.is_empty() && parsed.problem_count > 0);
+        let parsed = read_accounts(junk.as_slice(), Format::JsonLines);
+        assert!(parsed.rows.is_empty() && parsed.problem_count > 0);
+    }
+
+    #[test]
+    fn accounts_parse_types() {
+        let csv = "account_id,username,key,email,display_name,active,account_type\n\
+                   5b10,,,a@example.com,A,true,atlassian\n\
+                   5c22,,,b@example.com,B,true,robot\n";
+        let parsed = read_accounts(csv.as_bytes(), Format::Csv);
+        assert_eq!(parsed.rows.len(), 1);
+        assert_eq!(
+            parsed.problems[0].to_string(),
+            "line 3, column account_type: unknown account type 'robot': expected one of atlassian, app, customer, unknown"
+        );
+    }
+}
