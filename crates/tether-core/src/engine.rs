@@ -78,11 +78,19 @@ pub struct Evidence {
 impl Evidence {
     fn accounts(pks: impl ExactSizeIterator<Item = i64>) -> Self {
         let total = pks.len() as u32;
-        Evidence { accounts: pks.take(MAX_EVIDENCE).collect(), users: Vec::new(), total }
+        Evidence {
+            accounts: pks.take(MAX_EVIDENCE).collect(),
+            users: Vec::new(),
+            total,
+        }
     }
 
     fn account(pk: i64) -> Self {
-        Evidence { accounts: vec![pk], users: Vec::new(), total: 1 }
+        Evidence {
+            accounts: vec![pk],
+            users: Vec::new(),
+            total: 1,
+        }
     }
 
     /// A compact text form for storage: `a=1,2;u=3;n=4`, empty for no evidence.
@@ -113,7 +121,11 @@ impl Evidence {
         let mut total = None;
         for part in text.split(';').filter(|p| !p.is_empty()) {
             let (tag, list) = part.split_once('=')?;
-            let ids = || list.split(',').map(|id| id.parse::<i64>().ok()).collect::<Option<Vec<_>>>();
+            let ids = || {
+                list.split(',')
+                    .map(|id| id.parse::<i64>().ok())
+                    .collect::<Option<Vec<_>>>()
+            };
             match tag {
                 "a" => evidence.accounts = ids()?,
                 "u" => evidence.users = ids()?,
@@ -121,8 +133,7 @@ impl Evidence {
                 _ => return None,
             }
         }
-        evidence.total =
-            total.unwrap_or(evidence.accounts.len().max(evidence.users.len()) as u32);
+        evidence.total = total.unwrap_or(evidence.accounts.len().max(evidence.users.len()) as u32);
         Some(evidence)
     }
 }
@@ -188,7 +199,9 @@ impl Group {
 }
 
 fn group_insert<'a>(map: &mut FxHashMap<&'a str, Group>, key: &'a str, index: u32) {
-    map.entry(key).and_modify(|g| g.push(index)).or_insert(Group::One([index]));
+    map.entry(key)
+        .and_modify(|g| g.push(index))
+        .or_insert(Group::One([index]));
 }
 
 fn sorted_indexes<T>(rows: &[T], pk: impl Fn(&T) -> i64) -> Vec<u32> {
@@ -254,7 +267,10 @@ pub fn plan_links(users: &[UserRow], accounts: &[AccountRow], rules: &Rules) -> 
         } else if let Some(external_id) = &user.external_id {
             // Rule 1: the External ID is the anchor.
             if let Some(&account) = by_value.get(external_id.as_str()) {
-                (Situation::Linked, Evidence::account(accounts[account as usize].pk))
+                (
+                    Situation::Linked,
+                    Evidence::account(accounts[account as usize].pk),
+                )
             } else {
                 let others: Vec<u32> = user
                     .email_key
@@ -269,7 +285,10 @@ pub fn plan_links(users: &[UserRow], accounts: &[AccountRow], rules: &Rules) -> 
                     })
                     .unwrap_or_default();
                 match others.as_slice() {
-                    [one] => (Situation::Conflict, Evidence::account(accounts[*one as usize].pk)),
+                    [one] => (
+                        Situation::Conflict,
+                        Evidence::account(accounts[*one as usize].pk),
+                    ),
                     _ => (Situation::OrphanedLink, Evidence::default()),
                 }
             }
@@ -292,7 +311,11 @@ pub fn plan_links(users: &[UserRow], accounts: &[AccountRow], rules: &Rules) -> 
         } else {
             (Situation::InvalidEmail, Evidence::default())
         };
-        outcomes.push(Outcome { user_pk: user.pk, situation, evidence });
+        outcomes.push(Outcome {
+            user_pk: user.pk,
+            situation,
+            evidence,
+        });
     }
 
     // A value proposed for two or more users goes to none of them.
@@ -302,7 +325,10 @@ pub fn plan_links(users: &[UserRow], accounts: &[AccountRow], rules: &Rules) -> 
     }
     let mut changes = Vec::with_capacity(proposals.len());
     for &(outcome_index, account, value) in &proposals {
-        let group = proposed_by_value.get(value).map(Group::as_slice).unwrap_or_default();
+        let group = proposed_by_value
+            .get(value)
+            .map(Group::as_slice)
+            .unwrap_or_default();
         let account_pk = accounts[account as usize].pk;
         let user_pk = outcomes[outcome_index].user_pk;
         if group.len() > 1 {
@@ -318,7 +344,12 @@ pub fn plan_links(users: &[UserRow], accounts: &[AccountRow], rules: &Rules) -> 
                 users: others.into_iter().take(MAX_EVIDENCE).collect(),
             };
         } else {
-            changes.push(Change { user_pk, account_pk, old: None, new: value.to_owned() });
+            changes.push(Change {
+                user_pk,
+                account_pk,
+                old: None,
+                new: value.to_owned(),
+            });
         }
     }
     Plan { outcomes, changes }
@@ -348,12 +379,18 @@ fn decide_unlinked<'a>(
     match candidates.as_slice() {
         [] if !all.is_empty() => (Situation::InactiveAccount, account_pks(all)),
         [] => {
-            let unlinkable = unlinkable_by_key.get(key).map(Group::as_slice).unwrap_or_default();
+            let unlinkable = unlinkable_by_key
+                .get(key)
+                .map(Group::as_slice)
+                .unwrap_or_default();
             (Situation::NoMatch, account_pks(unlinkable))
         }
         [_, _, ..] => (Situation::DuplicateAccounts, account_pks(&candidates)),
         [candidate] => {
-            let sharing = unlinked_by_key.get(key).map(Group::as_slice).unwrap_or_default();
+            let sharing = unlinked_by_key
+                .get(key)
+                .map(Group::as_slice)
+                .unwrap_or_default();
             if sharing.len() > 1 {
                 let others: Vec<i64> = sharing
                     .iter()
@@ -419,10 +456,18 @@ pub fn settle(change: &Change, result: &ChangeResult) -> Option<Outcome> {
         ChangeResult::Changed { .. } => (Situation::Conflict, Evidence::account(change.account_pk)),
         ChangeResult::Taken { holder_pk } => (
             Situation::AccountTaken,
-            Evidence { accounts: vec![change.account_pk], users: vec![*holder_pk], total: 1 },
+            Evidence {
+                accounts: vec![change.account_pk],
+                users: vec![*holder_pk],
+                total: 1,
+            },
         ),
         ChangeResult::Excluded => (Situation::Excluded, Evidence::default()),
         ChangeResult::Gone => return None,
     };
-    Some(Outcome { user_pk: change.user_pk, situation, evidence })
+    Some(Outcome {
+        user_pk: change.user_pk,
+        situation,
+        evidence,
+    })
 }

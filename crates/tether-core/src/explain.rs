@@ -97,11 +97,21 @@ fn plural(n: u32, one: &str, many: &str) -> String {
 
 /// Explains `context.situation` for `context.user`.
 pub fn explain(context: &Context<'_>) -> Explanation {
-    let Context { situation, user, accounts, users, total, field, source } = *context;
+    let Context {
+        situation,
+        user,
+        accounts,
+        users,
+        total,
+        field,
+        source,
+    } = *context;
     let email = user.email.as_deref().map(str::trim).unwrap_or("");
     let external_id = user.external_id.as_deref().unwrap_or("");
     let first_account = accounts.first();
-    let account_name = first_account.map(|a| short(&a.account_id)).unwrap_or_else(|| "?".into());
+    let account_name = first_account
+        .map(|a| short(&a.account_id))
+        .unwrap_or_else(|| "?".into());
     let (explanation, fix) = match situation {
         Situation::Linked => (
             format!(
@@ -125,9 +135,7 @@ pub fn explain(context: &Context<'_>) -> Explanation {
                 "External ID {} matches no account's {field} in source {source}, and no single account there has this user's e-mail.",
                 short(external_id)
             ),
-            format!(
-                "If the External ID was set from another field, set the source's External ID field to match it; if the account was removed from the directory, clear the External ID."
-            ),
+            "If the External ID was set from another field, set the source's External ID field to match it; if the account was removed from the directory, clear the External ID.".to_owned(),
         ),
         Situation::NoEmail => (
             "This profile has no e-mail address, so it cannot be matched to an account.".to_owned(),

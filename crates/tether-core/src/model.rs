@@ -80,7 +80,10 @@ named_enum! {
 impl Situation {
     /// Whether an administrator has something to do about a user in this situation.
     pub fn needs_attention(self) -> bool {
-        !matches!(self, Situation::Linked | Situation::NewLink | Situation::Excluded)
+        !matches!(
+            self,
+            Situation::Linked | Situation::NewLink | Situation::Excluded
+        )
     }
 }
 
@@ -95,6 +98,7 @@ named_enum! {
 }
 
 impl Default for ExternalIdField {
+    /// The platform's immutable account ID: the only field every account has.
     fn default() -> Self {
         ExternalIdField::AccountId
     }
@@ -138,7 +142,10 @@ mod tests {
         for situation in Situation::ALL {
             assert_eq!(situation.as_str().parse::<Situation>(), Ok(*situation));
         }
-        let err = "usernme".parse::<ExternalIdField>().err().map(|e| e.to_string());
+        let err = "usernme"
+            .parse::<ExternalIdField>()
+            .err()
+            .map(|e| e.to_string());
         assert_eq!(
             err.as_deref(),
             Some("unknown External ID field 'usernme': expected one of account_id, username, key, email")

@@ -62,15 +62,26 @@ fn every_case_matches_its_expectations() {
 fn cases_cover_every_situation() {
     let cases = load_all();
     assert!(cases.len() >= 40, "only {} cases", cases.len());
-    let seen: BTreeSet<Situation> =
-        cases.iter().flat_map(|c| c.expects.iter().map(|e| e.situation)).collect();
-    let missing: Vec<&str> =
-        Situation::ALL.iter().filter(|s| !seen.contains(s)).map(|s| s.as_str()).collect();
-    assert!(missing.is_empty(), "no case expects: {}", missing.join(", "));
+    let seen: BTreeSet<Situation> = cases
+        .iter()
+        .flat_map(|c| c.expects.iter().map(|e| e.situation))
+        .collect();
+    let missing: Vec<&str> = Situation::ALL
+        .iter()
+        .filter(|s| !seen.contains(s))
+        .map(|s| s.as_str())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "no case expects: {}",
+        missing.join(", ")
+    );
     // Changes are expected somewhere, and with every External ID field.
     for field in tether_core::ExternalIdField::ALL {
         assert!(
-            cases.iter().any(|c| c.rules.field == *field && !c.changes.is_empty()),
+            cases
+                .iter()
+                .any(|c| c.rules.field == *field && !c.changes.is_empty()),
             "no case expects a change with field {field}"
         );
     }
@@ -95,11 +106,23 @@ fn every_case_plans_the_same_in_reverse_order() {
 fn the_case_format_refuses_bad_lines() {
     let bad = [
         ("account 1 id=x\n", "before the first === case"),
-        ("=== a\nuser 1 email=a@example.com\n", "no expect line for user 1"),
-        ("=== a\nuser 1 colour=red\nexpect user 1 no_email\n", "unknown attribute 'colour'"),
-        ("=== a\nuser 1\nexpect user 1 linkd\n", "unknown situation 'linkd'"),
+        (
+            "=== a\nuser 1 email=a@example.com\n",
+            "no expect line for user 1",
+        ),
+        (
+            "=== a\nuser 1 colour=red\nexpect user 1 no_email\n",
+            "unknown attribute 'colour'",
+        ),
+        (
+            "=== a\nuser 1\nexpect user 1 linkd\n",
+            "unknown situation 'linkd'",
+        ),
         ("=== a\nrules field=usernme\n", "unknown External ID field"),
-        ("=== a\nuser 1 email=\"a@example.com\n", "unterminated quote"),
+        (
+            "=== a\nuser 1 email=\"a@example.com\n",
+            "unterminated quote",
+        ),
         ("=== a\n=== a\n", "duplicate case name"),
     ];
     for (text, message) in bad {
@@ -111,7 +134,8 @@ fn the_case_format_refuses_bad_lines() {
             }
         }
     }
-    let good = "=== a\naccount 1 email=\"J\\u{301}o @x\" \nuser 2 email=\"\"\nexpect user 2 no_email\n";
+    let good =
+        "=== a\naccount 1 email=\"J\\u{301}o @x\" \nuser 2 email=\"\"\nexpect user 2 no_email\n";
     let cases = common::parse("good.case", good).map_err(|e| e.0).unwrap();
     assert_eq!(cases[0].accounts[0].email.as_deref(), Some("J\u{301}o @x"));
     assert_eq!(cases[0].accounts[0].account_id, "aaid-1");

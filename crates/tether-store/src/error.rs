@@ -6,7 +6,10 @@
 pub enum StoreError {
     /// A unique constraint refused a write; nothing was written.
     #[error("{message}")]
-    Conflict { constraint: &'static str, message: String },
+    Conflict {
+        constraint: &'static str,
+        message: String,
+    },
     /// A record the caller named does not exist.
     #[error("{0}")]
     NotFound(String),

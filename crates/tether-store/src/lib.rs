@@ -23,11 +23,19 @@ use tether_core::{ChangeResult, ExternalIdField, Situation};
 pub trait Store: Send + Sync {
     // --- sources -------------------------------------------------------------------------
     /// Adds a source; a taken name is `Conflict { constraint: "sources_name" }`.
-    fn insert_source(&self, source: &NewSource, at: Timestamp) -> impl Future<Output = Result<Source>> + Send;
+    fn insert_source(
+        &self,
+        source: &NewSource,
+        at: Timestamp,
+    ) -> impl Future<Output = Result<Source>> + Send;
     fn find_source(&self, name: &str) -> impl Future<Output = Result<Option<Source>>> + Send;
     fn list_sources(&self) -> impl Future<Output = Result<Vec<Source>>> + Send;
     /// Changes a source's External ID field (the Pull User Data dropdown).
-    fn update_source_field(&self, source_pk: i64, field: ExternalIdField) -> impl Future<Output = Result<()>> + Send;
+    fn update_source_field(
+        &self,
+        source_pk: i64,
+        field: ExternalIdField,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     // --- bulk import -----------------------------------------------------------------------
     /// Inserts or updates users by `id`, all or nothing. Rows must already be validated
@@ -36,10 +44,19 @@ pub trait Store: Send + Sync {
     /// External ID is blank leaves the stored one alone; a row whose External ID differs
     /// from a stored non-null one is refused unless `replace_external_ids`. Every External
     /// ID written is audited with origin `import`. Re-importing the same rows writes nothing.
-    fn import_users(&self, rows: &[NewUser], options: &ImportOptions<'_>) -> impl Future<Output = Result<ImportSummary>> + Send;
+    fn import_users(
+        &self,
+        rows: &[NewUser],
+        options: &ImportOptions<'_>,
+    ) -> impl Future<Output = Result<ImportSummary>> + Send;
     /// Inserts or updates accounts of one source by `account_id`, all or nothing.
     /// Re-importing the same rows writes nothing.
-    fn import_accounts(&self, source_pk: i64, rows: &[NewAccount], at: Timestamp) -> impl Future<Output = Result<ImportSummary>> + Send;
+    fn import_accounts(
+        &self,
+        source_pk: i64,
+        rows: &[NewAccount],
+        at: Timestamp,
+    ) -> impl Future<Output = Result<ImportSummary>> + Send;
 
     // --- linking ---------------------------------------------------------------------------
     /// Everything the engine needs to plan one source: all users (with the outcome stored
@@ -51,23 +68,48 @@ pub trait Store: Send + Sync {
     /// External ID still holds `change.old` (and the value is free), its audit entry, and the
     /// outcomes (for changed users, the settled outcome replaces the one given).
     /// Returns one result per change, in order.
-    fn apply_batch(&self, batch: &ApplyBatch<'_>) -> impl Future<Output = Result<Vec<ChangeResult>>> + Send;
+    fn apply_batch(
+        &self,
+        batch: &ApplyBatch<'_>,
+    ) -> impl Future<Output = Result<Vec<ChangeResult>>> + Send;
     /// Records the end of a run.
-    fn finish_run(&self, run_pk: i64, finish: &RunFinish) -> impl Future<Output = Result<()>> + Send;
-    fn list_runs(&self, source_pk: i64, limit: u32) -> impl Future<Output = Result<Vec<Run>>> + Send;
+    fn finish_run(
+        &self,
+        run_pk: i64,
+        finish: &RunFinish,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn list_runs(
+        &self,
+        source_pk: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Run>>> + Send;
 
     // --- reading ---------------------------------------------------------------------------
     /// Users ordered by pk after `after_pk`, at most `limit`, optionally only those whose
     /// stored outcome for `situation.0` is `situation.1`.
-    fn list_users(&self, filter: &UserFilter) -> impl Future<Output = Result<Vec<UserRecord>>> + Send;
+    fn list_users(
+        &self,
+        filter: &UserFilter,
+    ) -> impl Future<Output = Result<Vec<UserRecord>>> + Send;
     /// Users whose id, username or e-mail match key equals `ident` (in that order of
     /// preference: the first kind that matches anything wins).
-    fn find_users(&self, ident: &str, email_key: Option<&str>) -> impl Future<Output = Result<Vec<UserRecord>>> + Send;
+    fn find_users(
+        &self,
+        ident: &str,
+        email_key: Option<&str>,
+    ) -> impl Future<Output = Result<Vec<UserRecord>>> + Send;
     fn get_users_by_pk(&self, pks: &[i64]) -> impl Future<Output = Result<Vec<UserRecord>>> + Send;
-    fn get_accounts_by_pk(&self, pks: &[i64]) -> impl Future<Output = Result<Vec<AccountRecord>>> + Send;
+    fn get_accounts_by_pk(
+        &self,
+        pks: &[i64],
+    ) -> impl Future<Output = Result<Vec<AccountRecord>>> + Send;
     fn count_users(&self) -> impl Future<Output = Result<u64>> + Send;
     /// Audit entries for one user (or all when `None`), newest first.
-    fn list_audit(&self, user_pk: Option<i64>, limit: u32) -> impl Future<Output = Result<Vec<AuditEntry>>> + Send;
+    fn list_audit(
+        &self,
+        user_pk: Option<i64>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<AuditEntry>>> + Send;
 
     // --- tokens ----------------------------------------------------------------------------
     /// Stores a token's hash; a taken name is `Conflict { constraint: "tokens_name" }`.
@@ -142,10 +184,19 @@ impl Store for AnyStore {
     async fn update_source_field(&self, source_pk: i64, field: ExternalIdField) -> Result<()> {
         delegate!(self, update_source_field(source_pk, field))
     }
-    async fn import_users(&self, rows: &[NewUser], options: &ImportOptions<'_>) -> Result<ImportSummary> {
+    async fn import_users(
+        &self,
+        rows: &[NewUser],
+        options: &ImportOptions<'_>,
+    ) -> Result<ImportSummary> {
         delegate!(self, import_users(rows, options))
     }
-    async fn import_accounts(&self, source_pk: i64, rows: &[NewAccount], at: Timestamp) -> Result<ImportSummary> {
+    async fn import_accounts(
+        &self,
+        source_pk: i64,
+        rows: &[NewAccount],
+        at: Timestamp,
+    ) -> Result<ImportSummary> {
         delegate!(self, import_accounts(source_pk, rows, at))
     }
     async fn load_link_input(&self, source_pk: i64) -> Result<LinkInput> {
@@ -195,7 +246,10 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact_url("postgres://tether:s3cret@db:5432/t"), "postgres://tether:***@db:5432/t");
+        assert_eq!(
+            redact_url("postgres://tether:s3cret@db:5432/t"),
+            "postgres://tether:***@db:5432/t"
+        );
         assert_eq!(redact_url("postgres://db/t"), "postgres://db/t");
         assert_eq!(redact_url("sqlite:tether.db"), "sqlite:tether.db");
     }

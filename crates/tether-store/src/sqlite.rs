@@ -8,10 +8,14 @@
 //! `tokio::task::block_in_place` when the runtime allows it.
 
 use crate::*;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{
+    params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
+};
 use std::collections::HashSet;
 use std::sync::Mutex;
-use tether_core::{settle, AccountRow, AccountType, ChangeResult, ExternalIdField, Origin, Situation, UserRow};
+use tether_core::{
+    settle, AccountRow, AccountType, ChangeResult, ExternalIdField, Origin, Situation, UserRow,
+};
 use time::format_description::well_known::Rfc3339;
 
 const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
@@ -29,19 +33,30 @@ impl SqliteStore {
     pub async fn open(path: &str) -> Result<Self> {
         let mut writer = connect(path, true)?;
         migrate(&mut writer)?;
-        Ok(SqliteStore { path: path.to_owned(), writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) })
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+        })
     }
 
     fn write<T>(&self, work: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         blocking(|| {
-            let mut connection = self.writer.lock().map_err(|_| StoreError::Task("writer lock poisoned".into()))?;
+            let mut connection = self
+                .writer
+                .lock()
+                .map_err(|_| StoreError::Task("writer lock poisoned".into()))?;
             work(&mut connection)
         })
     }
 
     fn read<T>(&self, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         blocking(|| {
-            let pooled = self.readers.lock().map_err(|_| StoreError::Task("reader pool poisoned".into()))?.pop();
+            let pooled = self
+                .readers
+                .lock()
+                .map_err(|_| StoreError::Task("reader pool poisoned".into()))?
+                .pop();
             let connection = match pooled {
                 Some(connection) => connection,
                 None => connect(&self.path, false)?,
@@ -66,7 +81,9 @@ fn blocking<T>(work: impl FnOnce() -> T) -> T {
 }
 
 fn connect(path: &str, create: bool) -> Result<Connection> {
-    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
     if create {
         flags |= OpenFlags::SQLITE_OPEN_CREATE;
     }
@@ -89,11 +106,17 @@ fn migrate(connection: &mut Connection) -> Result<()> {
     )?;
     for (version, sql) in MIGRATIONS {
         let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let applied: bool =
-            tx.query_row("SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)", [version], |r| r.get(0))?;
+        let applied: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)",
+            [version],
+            |r| r.get(0),
+        )?;
         if !applied {
             tx.execute_batch(sql)?;
-            tx.execute("INSERT INTO schema_migrations (version) VALUES (?1)", [version])?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version) VALUES (?1)",
+                [version],
+            )?;
         }
         tx.commit()?;
     }
@@ -101,27 +124,31 @@ fn migrate(connection: &mut Connection) -> Result<()> {
 }
 
 fn ts(at: Timestamp) -> Result<String> {
-    at.format(&Rfc3339).map_err(|e| StoreError::Corrupt(format!("timestamp: {e}")))
+    at.format(&Rfc3339)
+        .map_err(|e| StoreError::Corrupt(format!("timestamp: {e}")))
 }
 
 fn parse_ts(text: &str) -> rusqlite::Result<Timestamp> {
-    Timestamp::parse(text, &Rfc3339)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    Timestamp::parse(text, &Rfc3339).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 fn parse_name<T: std::str::FromStr>(text: &str) -> rusqlite::Result<T>
 where
     T::Err: std::error::Error + Send + Sync + 'static,
 {
-    text.parse::<T>()
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    text.parse::<T>().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 /// Turns a unique-constraint failure into [`StoreError::Conflict`] named like the schema's
 /// constraints; everything else passes through.
 fn conflict(error: rusqlite::Error, value: &str) -> StoreError {
     if let rusqlite::Error::SqliteFailure(failure, Some(message)) = &error {
-        if failure.code == rusqlite::ErrorCode::ConstraintViolation && message.starts_with("UNIQUE") {
+        if failure.code == rusqlite::ErrorCode::ConstraintViolation && message.starts_with("UNIQUE")
+        {
             let constraint = match message.trim_start_matches("UNIQUE constraint failed: ") {
                 "users.id" => "users_id",
                 "users.external_id" => "users_external_id",
@@ -131,7 +158,10 @@ fn conflict(error: rusqlite::Error, value: &str) -> StoreError {
                 "tokens.hash" => "tokens_hash",
                 _ => "unknown",
             };
-            return StoreError::Conflict { constraint, message: format!("'{value}' is already taken ({constraint})") };
+            return StoreError::Conflict {
+                constraint,
+                message: format!("'{value}' is already taken ({constraint})"),
+            };
         }
     }
     StoreError::Sqlite(error)
@@ -150,7 +180,8 @@ fn source_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Source> {
     })
 }
 
-const USER_COLUMNS: &str = "u.pk, u.id, u.username, u.email, u.email_key, u.display_name, u.active, \
+const USER_COLUMNS: &str =
+    "u.pk, u.id, u.username, u.email, u.email_key, u.display_name, u.active, \
      u.external_id, u.external_id_origin, u.external_id_set_at, u.excluded";
 
 fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
@@ -163,8 +194,14 @@ fn user_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
         display_name: row.get(5)?,
         active: row.get(6)?,
         external_id: row.get(7)?,
-        external_id_origin: row.get::<_, Option<String>>(8)?.map(|o| parse_name::<Origin>(&o)).transpose()?,
-        external_id_set_at: row.get::<_, Option<String>>(9)?.map(|t| parse_ts(&t)).transpose()?,
+        external_id_origin: row
+            .get::<_, Option<String>>(8)?
+            .map(|o| parse_name::<Origin>(&o))
+            .transpose()?,
+        external_id_set_at: row
+            .get::<_, Option<String>>(9)?
+            .map(|t| parse_ts(&t))
+            .transpose()?,
         excluded: row.get(10)?,
     })
 }
@@ -197,50 +234,77 @@ fn run_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
         actor: row.get(4)?,
         state: row.get(5)?,
         started_at: parse_ts(&row.get::<_, String>(6)?)?,
-        finished_at: row.get::<_, Option<String>>(7)?.map(|t| parse_ts(&t)).transpose()?,
+        finished_at: row
+            .get::<_, Option<String>>(7)?
+            .map(|t| parse_ts(&t))
+            .transpose()?,
         summary: serde_json::from_str(&summary).unwrap_or(serde_json::Value::Null),
         applied: row.get::<_, i64>(9)? as u64,
     })
 }
 
-fn insert_audit(
-    tx: &Transaction<'_>,
-    at: &str,
-    actor: &str,
+/// One audit row to append.
+struct AuditWrite<'a> {
+    at: &'a str,
+    actor: &'a str,
     origin: Origin,
     user_pk: i64,
-    old: Option<&str>,
-    new: Option<&str>,
-    reason: &str,
+    old: Option<&'a str>,
+    new: Option<&'a str>,
+    reason: &'a str,
     run_pk: Option<i64>,
-) -> Result<()> {
+}
+
+fn insert_audit(tx: &Transaction<'_>, entry: AuditWrite<'_>) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO audit (at, actor, origin, user_pk, old_value, new_value, reason, run_pk)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
-    .execute(params![at, actor, origin.as_str(), user_pk, old, new, reason, run_pk])?;
+    .execute(params![
+        entry.at,
+        entry.actor,
+        entry.origin.as_str(),
+        entry.user_pk,
+        entry.old,
+        entry.new,
+        entry.reason,
+        entry.run_pk
+    ])?;
     Ok(())
 }
 
-fn apply_one(tx: &Transaction<'_>, batch: &ApplyBatch<'_>, at: &str, change: &tether_core::Change) -> Result<ChangeResult> {
+fn apply_one(
+    tx: &Transaction<'_>,
+    batch: &ApplyBatch<'_>,
+    at: &str,
+    change: &tether_core::Change,
+) -> Result<ChangeResult> {
     let written = tx
         .prepare_cached(
             "UPDATE users SET external_id = ?1, external_id_origin = ?2, external_id_set_at = ?3
              WHERE pk = ?4 AND external_id IS ?5 AND excluded = 0
                AND NOT EXISTS (SELECT 1 FROM users AS holder WHERE holder.external_id = ?1)",
         )?
-        .execute(params![change.new, batch.origin.as_str(), at, change.user_pk, change.old])?;
+        .execute(params![
+            change.new,
+            batch.origin.as_str(),
+            at,
+            change.user_pk,
+            change.old
+        ])?;
     if written == 1 {
         insert_audit(
             tx,
-            at,
-            batch.actor,
-            batch.origin,
-            change.user_pk,
-            change.old.as_deref(),
-            Some(&change.new),
-            "new_link",
-            Some(batch.run_pk),
+            AuditWrite {
+                at,
+                actor: batch.actor,
+                origin: batch.origin,
+                user_pk: change.user_pk,
+                old: change.old.as_deref(),
+                new: Some(&change.new),
+                reason: "new_link",
+                run_pk: Some(batch.run_pk),
+            },
         )?;
         return Ok(ChangeResult::Applied);
     }
@@ -251,7 +315,9 @@ fn apply_one(tx: &Transaction<'_>, batch: &ApplyBatch<'_>, at: &str, change: &te
     Ok(match current {
         None => ChangeResult::Gone,
         Some((Some(value), _)) if value == change.new => ChangeResult::AlreadySet,
-        Some((value, _)) if value != change.old => ChangeResult::Changed { current: value.unwrap_or_default() },
+        Some((value, _)) if value != change.old => ChangeResult::Changed {
+            current: value.unwrap_or_default(),
+        },
         Some((_, true)) => ChangeResult::Excluded,
         Some(_) => {
             let holder: Option<i64> = tx
@@ -260,13 +326,20 @@ fn apply_one(tx: &Transaction<'_>, batch: &ApplyBatch<'_>, at: &str, change: &te
                 .optional()?;
             match holder {
                 Some(holder_pk) => ChangeResult::Taken { holder_pk },
-                None => ChangeResult::Changed { current: String::new() },
+                None => ChangeResult::Changed {
+                    current: String::new(),
+                },
             }
         }
     })
 }
 
-fn upsert_outcome(tx: &Transaction<'_>, source_pk: i64, run_pk: i64, outcome: &tether_core::Outcome) -> Result<()> {
+fn upsert_outcome(
+    tx: &Transaction<'_>,
+    source_pk: i64,
+    run_pk: i64,
+    outcome: &tether_core::Outcome,
+) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO outcomes (source_pk, user_pk, situation, evidence, run_pk) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (source_pk, user_pk) DO UPDATE
@@ -285,7 +358,13 @@ impl Store for SqliteStore {
                     "INSERT INTO sources (name, kind, external_id_field, link_inactive, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5) RETURNING {SOURCE_COLUMNS}"
                 ),
-                params![source.name, source.kind, source.external_id_field.as_str(), source.link_inactive, created_at],
+                params![
+                    source.name,
+                    source.kind,
+                    source.external_id_field.as_str(),
+                    source.link_inactive,
+                    created_at
+                ],
                 source_row,
             )
             .map_err(|e| conflict(e, &source.name))
@@ -294,14 +373,20 @@ impl Store for SqliteStore {
 
     async fn find_source(&self, name: &str) -> Result<Option<Source>> {
         self.read(|c| {
-            Ok(c.query_row(&format!("SELECT {SOURCE_COLUMNS} FROM sources WHERE name = ?1"), [name], source_row)
-                .optional()?)
+            Ok(c.query_row(
+                &format!("SELECT {SOURCE_COLUMNS} FROM sources WHERE name = ?1"),
+                [name],
+                source_row,
+            )
+            .optional()?)
         })
     }
 
     async fn list_sources(&self) -> Result<Vec<Source>> {
         self.read(|c| {
-            let mut statement = c.prepare(&format!("SELECT {SOURCE_COLUMNS} FROM sources ORDER BY name"))?;
+            let mut statement = c.prepare(&format!(
+                "SELECT {SOURCE_COLUMNS} FROM sources ORDER BY name"
+            ))?;
             let rows = statement.query_map([], source_row)?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
@@ -309,7 +394,10 @@ impl Store for SqliteStore {
 
     async fn update_source_field(&self, source_pk: i64, field: ExternalIdField) -> Result<()> {
         self.write(|c| {
-            let n = c.execute("UPDATE sources SET external_id_field = ?1 WHERE pk = ?2", params![field.as_str(), source_pk])?;
+            let n = c.execute(
+                "UPDATE sources SET external_id_field = ?1 WHERE pk = ?2",
+                params![field.as_str(), source_pk],
+            )?;
             if n == 0 {
                 return Err(StoreError::NotFound(format!("source {source_pk}")));
             }
@@ -317,7 +405,11 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn import_users(&self, rows: &[NewUser], options: &ImportOptions<'_>) -> Result<ImportSummary> {
+    async fn import_users(
+        &self,
+        rows: &[NewUser],
+        options: &ImportOptions<'_>,
+    ) -> Result<ImportSummary> {
         let at = ts(options.at)?;
         self.write(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -374,14 +466,16 @@ impl Store for SqliteStore {
                             set.execute(params![external_id, at, pk])?;
                             insert_audit(
                                 &tx,
-                                &at,
-                                options.actor,
-                                Origin::Import,
-                                pk,
-                                stored.as_deref(),
-                                Some(external_id),
-                                "import",
-                                None,
+                                AuditWrite {
+                                    at: &at,
+                                    actor: options.actor,
+                                    origin: Origin::Import,
+                                    user_pk: pk,
+                                    old: stored.as_deref(),
+                                    new: Some(external_id),
+                                    reason: "import",
+                                    run_pk: None,
+                                },
                             )?;
                             external_ids_set += 1;
                             row_changed = true;
@@ -402,7 +496,12 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn import_accounts(&self, source_pk: i64, rows: &[NewAccount], _at: Timestamp) -> Result<ImportSummary> {
+    async fn import_accounts(
+        &self,
+        source_pk: i64,
+        rows: &[NewAccount],
+        _at: Timestamp,
+    ) -> Result<ImportSummary> {
         self.write(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let count = |tx: &Transaction<'_>| -> Result<i64> {
@@ -505,7 +604,14 @@ impl Store for SqliteStore {
             Ok(c.query_row(
                 "INSERT INTO runs (source_pk, kind, dry_run, external_id_field, actor, started_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING pk",
-                params![run.source_pk, run.kind, run.dry_run, run.external_id_field.as_str(), run.actor, started_at],
+                params![
+                    run.source_pk,
+                    run.kind,
+                    run.dry_run,
+                    run.external_id_field.as_str(),
+                    run.actor,
+                    started_at
+                ],
                 |r| r.get(0),
             )?)
         })
@@ -586,11 +692,18 @@ impl Store for SqliteStore {
 
     async fn find_users(&self, ident: &str, email_key: Option<&str>) -> Result<Vec<UserRecord>> {
         self.read(|c| {
-            for (column, value) in [("id", Some(ident)), ("username", Some(ident)), ("email_key", email_key)] {
+            for (column, value) in [
+                ("id", Some(ident)),
+                ("username", Some(ident)),
+                ("email_key", email_key),
+            ] {
                 let Some(value) = value else { continue };
-                let mut statement =
-                    c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users AS u WHERE u.{column} = ?1 ORDER BY u.pk"))?;
-                let found = statement.query_map([value], user_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+                let mut statement = c.prepare_cached(&format!(
+                    "SELECT {USER_COLUMNS} FROM users AS u WHERE u.{column} = ?1 ORDER BY u.pk"
+                ))?;
+                let found = statement
+                    .query_map([value], user_row)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
                 if !found.is_empty() {
                     return Ok(found);
                 }
@@ -601,7 +714,9 @@ impl Store for SqliteStore {
 
     async fn get_users_by_pk(&self, pks: &[i64]) -> Result<Vec<UserRecord>> {
         self.read(|c| {
-            let mut statement = c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users AS u WHERE u.pk = ?1"))?;
+            let mut statement = c.prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users AS u WHERE u.pk = ?1"
+            ))?;
             let mut users = Vec::with_capacity(pks.len());
             for pk in pks {
                 if let Some(user) = statement.query_row([pk], user_row).optional()? {
@@ -614,7 +729,9 @@ impl Store for SqliteStore {
 
     async fn get_accounts_by_pk(&self, pks: &[i64]) -> Result<Vec<AccountRecord>> {
         self.read(|c| {
-            let mut statement = c.prepare_cached(&format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE pk = ?1"))?;
+            let mut statement = c.prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE pk = ?1"
+            ))?;
             let mut accounts = Vec::with_capacity(pks.len());
             for pk in pks {
                 if let Some(account) = statement.query_row([pk], account_row).optional()? {
@@ -626,7 +743,9 @@ impl Store for SqliteStore {
     }
 
     async fn count_users(&self) -> Result<u64> {
-        self.read(|c| Ok(c.query_row("SELECT count(*) FROM users", [], |r| r.get::<_, i64>(0))? as u64))
+        self.read(|c| {
+            Ok(c.query_row("SELECT count(*) FROM users", [], |r| r.get::<_, i64>(0))? as u64)
+        })
     }
 
     async fn list_audit(&self, user_pk: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>> {
@@ -665,6 +784,9 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)).map(|_| ())?))
+        self.read(|c| {
+            Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map(|_| ())?)
+        })
     }
 }

@@ -1,7 +1,9 @@
 //! Records that cross the store boundary.
 
 use serde::Serialize;
-use tether_core::{AccountRow, AccountType, Change, ExternalIdField, Origin, Outcome, Situation, UserRow};
+use tether_core::{
+    AccountRow, AccountType, Change, ExternalIdField, Origin, Outcome, Situation, UserRow,
+};
 
 /// A point in time, always UTC. Callers pass it; the store never reads the clock.
 pub type Timestamp = time::OffsetDateTime;

@@ -9,26 +9,43 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
 use tether_core::{
-    explain, match_key, plan_links, AccountRow, AccountView, Context, Evidence, ExternalIdField, Origin, Outcome,
-    Rules, Situation, UserView,
+    explain, match_key, plan_links, AccountRow, AccountView, Context, Evidence, ExternalIdField,
+    Origin, Outcome, Rules, Situation, UserView,
 };
 use tether_store::{
-    AnyStore, ApplyBatch, ImportOptions, ImportSummary, NewRun, NewSource, NewToken, RunFinish, Source, Store,
-    Timestamp, UserFilter, UserRecord,
+    AnyStore, ApplyBatch, ImportOptions, ImportSummary, NewRun, NewSource, NewToken, RunFinish,
+    Source, Store, Timestamp, UserFilter, UserRecord,
 };
 
-/// How many changes (and as many outcomes) one transaction writes.
+/// How many changes (and as many outcomes) one transaction writes, by default.
 pub const APPLY_BATCH: usize = 50_000;
+
+/// How to run a reconcile.
+#[derive(Clone, Copy, Debug)]
+pub struct ReconcileOptions {
+    /// Overrides the source's External ID field (saved on the source by a real run).
+    pub field: Option<ExternalIdField>,
+    /// Plan only; write nothing.
+    pub dry_run: bool,
+    /// Changes per transaction.
+    pub batch_size: usize,
+}
+
+impl Default for ReconcileOptions {
+    fn default() -> Self {
+        ReconcileOptions {
+            field: None,
+            dry_run: false,
+            batch_size: APPLY_BATCH,
+        }
+    }
+}
 
 /// Reports progress of long work; the CLI draws a bar, tests and pipes draw nothing.
 pub trait Progress {
     fn phase(&self, _name: &str, _total: Option<u64>) {}
     fn advance(&self, _by: u64) {}
 }
-
-/// Draws nothing.
-pub struct Quiet;
-impl Progress for Quiet {}
 
 pub struct App {
     pub store: AnyStore,
@@ -113,7 +130,10 @@ impl App {
 
     pub async fn add_source(&self, source: NewSource, at: Timestamp) -> AppResult<Source> {
         if source.name.trim().is_empty() || source.name.trim() != source.name {
-            return Err(AppError::Input(format!("source name '{}' must be non-empty without surrounding spaces", source.name)));
+            return Err(AppError::Input(format!(
+                "source name '{}' must be non-empty without surrounding spaces",
+                source.name
+            )));
         }
         Ok(self.store.insert_source(&source, at).await?)
     }
@@ -134,17 +154,30 @@ impl App {
             )),
             _ => Err(AppError::Input(format!(
                 "several sources exist ({}); name one with --source",
-                sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                sources
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))),
         }
     }
 
     async fn unknown_source_message(&self, name: &str) -> AppResult<String> {
-        let names: Vec<String> = self.store.list_sources().await?.into_iter().map(|s| s.name).collect();
+        let names: Vec<String> = self
+            .store
+            .list_sources()
+            .await?
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
         Ok(if names.is_empty() {
             format!("unknown source '{name}': no source exists yet; add it with `tether sources add {name}`")
         } else {
-            format!("unknown source '{name}'; known sources: {}", names.join(", "))
+            format!(
+                "unknown source '{name}'; known sources: {}",
+                names.join(", ")
+            )
         })
     }
 
@@ -165,7 +198,11 @@ impl App {
                 parsed.report(path)
             )));
         }
-        let options = ImportOptions { actor: &self.actor, at, replace_external_ids };
+        let options = ImportOptions {
+            actor: &self.actor,
+            at,
+            replace_external_ids,
+        };
         let summary = self.store.import_users(&parsed.rows, &options).await?;
         Ok(ImportReport {
             file: path.display().to_string(),
@@ -193,7 +230,10 @@ impl App {
                 parsed.report(path)
             )));
         }
-        let summary = self.store.import_accounts(source.pk, &parsed.rows, at).await?;
+        let summary = self
+            .store
+            .import_accounts(source.pk, &parsed.rows, at)
+            .await?;
         Ok(ImportReport {
             file: path.display().to_string(),
             rows: parsed.rows.len() as u64,
@@ -209,18 +249,26 @@ impl App {
     pub async fn reconcile(
         &self,
         source: &str,
-        field: Option<ExternalIdField>,
-        dry_run: bool,
+        options: ReconcileOptions,
         at: Timestamp,
         progress: &dyn Progress,
     ) -> AppResult<ReconcileReport> {
+        let ReconcileOptions {
+            field,
+            dry_run,
+            batch_size,
+        } = options;
+        let batch_size = batch_size.max(1);
         let watch = crate::clock::Stopwatch::start();
         let source = self.source(Some(source)).await?;
         let field = field.unwrap_or(source.external_id_field);
         progress.phase("reading users and accounts", None);
         let input = self.store.load_link_input(source.pk).await?;
         progress.phase("matching", None);
-        let rules = Rules { field, link_inactive: source.link_inactive };
+        let rules = Rules {
+            field,
+            link_inactive: source.link_inactive,
+        };
         let plan = plan_links(&input.users, &input.accounts, &rules);
         let summary = plan.summary();
         let mut report = ReconcileReport {
@@ -255,9 +303,14 @@ impl App {
         for (outcome, stored) in plan.outcomes.iter().zip(&input.stored) {
             let situation = stored_after(outcome);
             let evidence = outcome.evidence.encode();
-            let same = stored.as_ref().is_some_and(|s| s.situation == situation && s.evidence == evidence);
+            let same = stored
+                .as_ref()
+                .is_some_and(|s| s.situation == situation && s.evidence == evidence);
             if !same && outcome.situation != Situation::NewLink {
-                diffs.push(Outcome { situation, ..outcome.clone() });
+                diffs.push(Outcome {
+                    situation,
+                    ..outcome.clone()
+                });
             }
         }
 
@@ -274,12 +327,15 @@ impl App {
             .await?;
         report.run = Some(run_pk);
 
-        let batches = plan.changes.len().max(diffs.len()).div_ceil(APPLY_BATCH);
-        progress.phase("writing links", Some(plan.changes.len() as u64 + diffs.len() as u64));
+        let batches = plan.changes.len().max(diffs.len()).div_ceil(batch_size);
+        progress.phase(
+            "writing links",
+            Some(plan.changes.len() as u64 + diffs.len() as u64),
+        );
         let mut result = Ok(());
         for n in 0..batches {
-            let changes = chunk(&plan.changes, n);
-            let outcomes = chunk(&diffs, n);
+            let changes = chunk(&plan.changes, n, batch_size);
+            let outcomes = chunk(&diffs, n, batch_size);
             let batch = ApplyBatch {
                 source_pk: source.pk,
                 run_pk,
@@ -314,7 +370,12 @@ impl App {
         report.duration_ms = watch.elapsed_ms();
         let finish = RunFinish {
             finished_at: at,
-            state: if result.is_ok() { "succeeded" } else { "failed" }.to_owned(),
+            state: if result.is_ok() {
+                "succeeded"
+            } else {
+                "failed"
+            }
+            .to_owned(),
             summary: serde_json::json!({
                 "summary": report.summary,
                 "planned": report.planned,
@@ -347,10 +408,15 @@ impl App {
             Who::All => None,
         };
         let input = self.store.load_link_input(source.pk).await?;
-        let rules = Rules { field: source.external_id_field, link_inactive: source.link_inactive };
+        let rules = Rules {
+            field: source.external_id_field,
+            link_inactive: source.link_inactive,
+        };
         let plan = plan_links(&input.users, &input.accounts, &rules);
-        let accounts: BTreeMap<i64, &AccountRow> = input.accounts.iter().map(|a| (a.pk, a)).collect();
-        let outcomes: BTreeMap<i64, &Outcome> = plan.outcomes.iter().map(|o| (o.user_pk, o)).collect();
+        let accounts: BTreeMap<i64, &AccountRow> =
+            input.accounts.iter().map(|a| (a.pk, a)).collect();
+        let outcomes: BTreeMap<i64, &Outcome> =
+            plan.outcomes.iter().map(|o| (o.user_pk, o)).collect();
 
         let users: Vec<UserRecord> = match selected {
             Some(users) => users,
@@ -358,7 +424,9 @@ impl App {
         };
         let mut diagnoses = Vec::with_capacity(users.len());
         for user in users {
-            let Some(outcome) = outcomes.get(&user.pk) else { continue };
+            let Some(outcome) = outcomes.get(&user.pk) else {
+                continue;
+            };
             let related = self.store.get_users_by_pk(&outcome.evidence.users).await?;
             diagnoses.push(render(&user, outcome, &accounts, &related, &source));
         }
@@ -369,12 +437,72 @@ impl App {
         let mut users = Vec::new();
         let mut after = None;
         loop {
-            let page = self.store.list_users(&UserFilter { after_pk: after, limit: 10_000, situation: None }).await?;
+            let page = self
+                .store
+                .list_users(&UserFilter {
+                    after_pk: after,
+                    limit: 10_000,
+                    situation: None,
+                })
+                .await?;
             let Some(last) = page.last() else { break };
             after = Some(last.pk);
             users.extend(page);
         }
         Ok(users)
+    }
+
+    /// Audit entries (newest first), for one user or all, each with the user's id.
+    pub async fn audit(
+        &self,
+        user: Option<&str>,
+        limit: u32,
+    ) -> AppResult<Vec<(tether_store::AuditEntry, String)>> {
+        let user_pk = match user {
+            None => None,
+            Some(ident) => {
+                let found = self
+                    .store
+                    .find_users(ident, match_key(Some(ident)).key())
+                    .await?;
+                match found.as_slice() {
+                    [one] => Some(one.pk),
+                    [] => {
+                        return Err(AppError::NotFound(format!(
+                            "no user has the id, username or e-mail '{ident}'"
+                        )))
+                    }
+                    many => {
+                        return Err(AppError::Input(format!(
+                            "'{ident}' names {} users ({}); give an id",
+                            many.len(),
+                            many.iter()
+                                .map(|u| u.id.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )))
+                    }
+                }
+            }
+        };
+        let entries = self.store.list_audit(user_pk, limit).await?;
+        let mut pks: Vec<i64> = entries.iter().map(|e| e.user_pk).collect();
+        pks.sort_unstable();
+        pks.dedup();
+        let ids: BTreeMap<i64, String> = self
+            .store
+            .get_users_by_pk(&pks)
+            .await?
+            .into_iter()
+            .map(|u| (u.pk, u.id))
+            .collect();
+        Ok(entries
+            .into_iter()
+            .map(|e| {
+                let id = ids.get(&e.user_pk).cloned().unwrap_or_default();
+                (e, id)
+            })
+            .collect())
     }
 
     /// One page of users, optionally in one situation (as stored by the last run).
@@ -383,14 +511,25 @@ impl App {
     }
 
     /// Creates a bearer token and returns it; only its hash is stored.
-    pub async fn create_token(&self, name: &str, scope: &str, secret: [u8; 32], at: Timestamp) -> AppResult<String> {
+    pub async fn create_token(
+        &self,
+        name: &str,
+        scope: &str,
+        secret: [u8; 32],
+        at: Timestamp,
+    ) -> AppResult<String> {
         if name.trim().is_empty() {
             return Err(AppError::Input("token name must not be empty".to_owned()));
         }
         let token = format!("tether_{}", hex::encode(secret));
         let hash = token_hash(&token);
         self.store
-            .insert_token(&NewToken { name: name.to_owned(), scope: scope.to_owned(), hash, created_at: at })
+            .insert_token(&NewToken {
+                name: name.to_owned(),
+                scope: scope.to_owned(),
+                hash,
+                created_at: at,
+            })
             .await?;
         Ok(token)
     }
@@ -403,9 +542,9 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
-fn chunk<T>(items: &[T], n: usize) -> &[T] {
-    let start = (n * APPLY_BATCH).min(items.len());
-    let end = ((n + 1) * APPLY_BATCH).min(items.len());
+fn chunk<T>(items: &[T], n: usize, size: usize) -> &[T] {
+    let start = (n * size).min(items.len());
+    let end = ((n + 1) * size).min(items.len());
     &items[start..end]
 }
 
@@ -440,9 +579,16 @@ fn render(
     source: &Source,
 ) -> Diagnosis {
     let field = source.external_id_field;
-    let Evidence { accounts: account_pks, total, .. } = &outcome.evidence;
-    let account_views: Vec<AccountView> =
-        account_pks.iter().filter_map(|pk| accounts.get(pk)).map(|a| account_view(a, field)).collect();
+    let Evidence {
+        accounts: account_pks,
+        total,
+        ..
+    } = &outcome.evidence;
+    let account_views: Vec<AccountView> = account_pks
+        .iter()
+        .filter_map(|pk| accounts.get(pk))
+        .map(|a| account_view(a, field))
+        .collect();
     let user_views: Vec<UserView> = related.iter().map(user_view).collect();
     let me = user_view(user);
     let text = explain(&Context {
@@ -465,6 +611,10 @@ fn render(
         fix: text.fix,
         source: source.name.clone(),
         field,
-        evidence: EvidenceView { accounts: account_views, users: user_views, total: *total },
+        evidence: EvidenceView {
+            accounts: account_views,
+            users: user_views,
+            total: *total,
+        },
     }
 }

@@ -1,7 +1,7 @@
 //! The command line (DESIGN §5): argument definitions and rendering. Each command parses its
 //! arguments, calls one application function, and prints the result.
 
-use crate::app::{App, Diagnosis, Progress, ReconcileReport, Who};
+use crate::app::{App, Diagnosis, Progress, ReconcileOptions, ReconcileReport, Who};
 use crate::clock;
 use crate::error::{AppError, AppResult};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -11,10 +11,20 @@ use tether_core::{ExternalIdField, Situation};
 use tether_store::{NewSource, Store, UserFilter, UserRecord};
 
 #[derive(Parser, Debug)]
-#[command(name = "tether", version, about = "Keeps an application's users linked to an identity platform's accounts")]
+#[command(
+    name = "tether",
+    version,
+    about = "Keeps an application's users linked to an identity platform's accounts"
+)]
 pub struct Cli {
     /// Database URL: sqlite:PATH (created if missing) or postgres://USER@HOST:PORT/DB.
-    #[arg(long, global = true, env = "TETHER_DATABASE_URL", default_value = "sqlite:tether.db", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "TETHER_DATABASE_URL",
+        default_value = "sqlite:tether.db",
+        hide_env_values = true
+    )]
     pub database: String,
     #[command(subcommand)]
     pub command: Command,
@@ -40,6 +50,9 @@ pub enum Command {
         dry_run: bool,
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
+        /// Changes written per transaction.
+        #[arg(long, default_value_t = crate::app::APPLY_BATCH as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000), hide = true)]
+        batch_size: u32,
     },
     /// Explain why a user is or is not linked (USER: id, username or e-mail).
     Diagnose {
@@ -64,9 +77,25 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
         format: ListFormat,
     },
+    /// Show the audit trail of External ID changes, newest first.
+    Audit {
+        /// Only this user's changes (id, username or e-mail).
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long, value_enum, default_value_t = AuditFormat::Table)]
+        format: AuditFormat,
+    },
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditFormat {
+    Table,
+    Jsonl,
 }
 
 #[derive(Subcommand, Debug)]
@@ -142,20 +171,38 @@ pub enum ListFormat {
 }
 
 fn parse_field(text: &str) -> Result<ExternalIdField, String> {
-    text.parse().map_err(|e: tether_core::UnknownName| e.to_string())
+    text.parse()
+        .map_err(|e: tether_core::UnknownName| e.to_string())
 }
 
 fn parse_situation(text: &str) -> Result<Situation, String> {
-    text.parse().map_err(|e: tether_core::UnknownName| e.to_string())
+    text.parse()
+        .map_err(|e: tether_core::UnknownName| e.to_string())
 }
 
 /// A progress bar on stderr when it is a terminal; nothing otherwise.
-struct Bar(indicatif::ProgressBar);
+///
+/// It also carries the crash-test hook: with `TETHER_TEST_ABORT_AFTER_BATCHES=N` in the
+/// environment, the process aborts (as a `kill -9` would end it) right after the N-th
+/// committed batch. The fault tests use it to prove a killed run loses nothing.
+struct Bar {
+    bar: indicatif::ProgressBar,
+    abort_after: Option<u64>,
+    batches: std::cell::Cell<u64>,
+}
 
 impl Bar {
     fn new() -> Self {
-        let bar = indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-        Bar(bar)
+        let bar =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+        let abort_after = std::env::var("TETHER_TEST_ABORT_AFTER_BATCHES")
+            .ok()
+            .and_then(|n| n.parse().ok());
+        Bar {
+            bar,
+            abort_after,
+            batches: std::cell::Cell::new(0),
+        }
     }
 }
 
@@ -163,27 +210,31 @@ impl Progress for Bar {
     fn phase(&self, name: &str, total: Option<u64>) {
         let style = match total {
             Some(total) => {
-                self.0.set_length(total);
-                self.0.set_position(0);
+                self.bar.set_length(total);
+                self.bar.set_position(0);
                 indicatif::ProgressStyle::with_template("{msg:28} [{bar:40}] {pos}/{len} ({eta})")
             }
             None => indicatif::ProgressStyle::with_template("{spinner} {msg}"),
         };
         if let Ok(style) = style {
-            self.0.set_style(style.progress_chars("=> "));
+            self.bar.set_style(style.progress_chars("=> "));
         }
-        self.0.set_message(name.to_owned());
-        self.0.tick();
+        self.bar.set_message(name.to_owned());
+        self.bar.tick();
     }
 
     fn advance(&self, by: u64) {
-        self.0.inc(by);
+        self.bar.inc(by);
+        self.batches.set(self.batches.get() + 1);
+        if self.abort_after == Some(self.batches.get()) {
+            std::process::abort();
+        }
     }
 }
 
 impl Drop for Bar {
     fn drop(&mut self) {
-        self.0.finish_and_clear();
+        self.bar.finish_and_clear();
     }
 }
 
@@ -196,8 +247,14 @@ fn print_json(value: &impl serde::Serialize) -> AppResult<()> {
 /// Runs one command.
 pub async fn run(app: &App, command: Command) -> AppResult<()> {
     match command {
-        Command::Import(ImportCommand::Users { file, skip_invalid, replace_external_ids }) => {
-            let report = app.import_users(&file, skip_invalid, replace_external_ids, clock::now()).await?;
+        Command::Import(ImportCommand::Users {
+            file,
+            skip_invalid,
+            replace_external_ids,
+        }) => {
+            let report = app
+                .import_users(&file, skip_invalid, replace_external_ids, clock::now())
+                .await?;
             let s = &report.summary;
             println!(
                 "{}: {} rows; {} inserted, {} updated, {} unchanged; {} External IDs set{}",
@@ -210,8 +267,14 @@ pub async fn run(app: &App, command: Command) -> AppResult<()> {
                 skipped(report.skipped)
             );
         }
-        Command::Import(ImportCommand::Accounts { file, source, skip_invalid }) => {
-            let report = app.import_accounts(&file, &source, skip_invalid, clock::now()).await?;
+        Command::Import(ImportCommand::Accounts {
+            file,
+            source,
+            skip_invalid,
+        }) => {
+            let report = app
+                .import_accounts(&file, &source, skip_invalid, clock::now())
+                .await?;
             let s = &report.summary;
             println!(
                 "{}: {} accounts for source {source}; {} inserted, {} updated, {} unchanged{}",
@@ -223,35 +286,74 @@ pub async fn run(app: &App, command: Command) -> AppResult<()> {
                 skipped(report.skipped)
             );
         }
-        Command::Sources(SourcesCommand::Add { name, kind, field, link_inactive }) => {
+        Command::Sources(SourcesCommand::Add {
+            name,
+            kind,
+            field,
+            link_inactive,
+        }) => {
             let source = app
-                .add_source(NewSource { name, kind, external_id_field: field, link_inactive }, clock::now())
+                .add_source(
+                    NewSource {
+                        name,
+                        kind,
+                        external_id_field: field,
+                        link_inactive,
+                    },
+                    clock::now(),
+                )
                 .await?;
             println!(
                 "added source {} (kind {}, External ID field {}{})",
                 source.name,
                 source.kind,
                 source.external_id_field,
-                if source.link_inactive { ", links inactive accounts" } else { "" }
+                if source.link_inactive {
+                    ", links inactive accounts"
+                } else {
+                    ""
+                }
             );
         }
         Command::Sources(SourcesCommand::List) => {
             let sources = app.store.list_sources().await?;
-            println!("{:<24} {:<10} {:<12} {}", "NAME", "KIND", "FIELD", "LINK INACTIVE");
+            println!(
+                "{:<24} {:<10} {:<12} LINK INACTIVE",
+                "NAME", "KIND", "FIELD"
+            );
             for s in sources {
-                println!("{:<24} {:<10} {:<12} {}", s.name, s.kind, s.external_id_field, s.link_inactive);
+                println!(
+                    "{:<24} {:<10} {:<12} {}",
+                    s.name, s.kind, s.external_id_field, s.link_inactive
+                );
             }
         }
-        Command::Reconcile { source, field, dry_run, format } => {
+        Command::Reconcile {
+            source,
+            field,
+            dry_run,
+            format,
+            batch_size,
+        } => {
             let bar = Bar::new();
-            let report = app.reconcile(&source, field, dry_run, clock::now(), &bar).await?;
+            let options = ReconcileOptions {
+                field,
+                dry_run,
+                batch_size: batch_size as usize,
+            };
+            let report = app.reconcile(&source, options, clock::now(), &bar).await?;
             drop(bar);
             match format {
                 ReportFormat::Json => print_json(&report)?,
                 ReportFormat::Table => print_reconcile(&report),
             }
         }
-        Command::Diagnose { user, all: _, source, format } => {
+        Command::Diagnose {
+            user,
+            all: _,
+            source,
+            format,
+        } => {
             let who = match &user {
                 Some(user) => Who::One(user),
                 None => Who::All,
@@ -259,17 +361,58 @@ pub async fn run(app: &App, command: Command) -> AppResult<()> {
             let diagnoses = app.diagnose(who, source.as_deref()).await?;
             print_diagnoses(&diagnoses, format, user.is_some())?;
         }
-        Command::Users { situation, source, format } => {
+        Command::Users {
+            situation,
+            source,
+            format,
+        } => {
             let situation = match situation {
                 Some(situation) => Some((app.source(source.as_deref()).await?.pk, situation)),
                 None => None,
             };
             print_users(app, situation, format).await?;
         }
+        Command::Audit {
+            user,
+            limit,
+            format,
+        } => {
+            let entries = app.audit(user.as_deref(), limit).await?;
+            for (entry, user_id) in entries {
+                match format {
+                    AuditFormat::Jsonl => {
+                        let mut value = serde_json::to_value(&entry)
+                            .map_err(|e| AppError::Io(e.to_string()))?;
+                        value["user_id"] = serde_json::Value::String(user_id);
+                        println!("{value}");
+                    }
+                    AuditFormat::Table => println!(
+                        "{}  {:<8} {:<14} {:<10} {} → {}  ({}{})",
+                        entry
+                            .at
+                            .format(&time::format_description::well_known::Rfc3339)
+                            .unwrap_or_default(),
+                        entry.origin,
+                        entry.actor,
+                        user_id,
+                        entry.old_value.as_deref().unwrap_or("∅"),
+                        entry.new_value.as_deref().unwrap_or("∅"),
+                        entry.reason,
+                        entry
+                            .run_pk
+                            .map(|r| format!(", run {r}"))
+                            .unwrap_or_default()
+                    ),
+                }
+            }
+        }
         Command::Token(TokenCommand::Create { name, scope }) => {
             let mut secret = [0u8; 32];
-            getrandom::fill(&mut secret).map_err(|e| AppError::Io(format!("no randomness: {e}")))?;
-            let token = app.create_token(&name, &scope, secret, clock::now()).await?;
+            getrandom::fill(&mut secret)
+                .map_err(|e| AppError::Io(format!("no randomness: {e}")))?;
+            let token = app
+                .create_token(&name, &scope, secret, clock::now())
+                .await?;
             println!("created token '{name}' with scope {scope}; it is shown once, store it now:");
             println!("{token}");
         }
@@ -286,7 +429,11 @@ fn skipped(n: u64) -> String {
 }
 
 fn print_reconcile(report: &ReconcileReport) {
-    let verb = if report.dry_run { "dry run (nothing written)" } else { "applied" };
+    let verb = if report.dry_run {
+        "dry run (nothing written)"
+    } else {
+        "applied"
+    };
     println!(
         "source {} (External ID field {}): {} users, {} accounts — {verb}",
         report.source, report.field, report.users, report.accounts
@@ -306,10 +453,17 @@ fn print_reconcile(report: &ReconcileReport) {
             report.run.map(|r| r.to_string()).unwrap_or_default()
         );
     }
-    let attention: u64 =
-        report.summary.iter().filter(|(s, _)| s.needs_attention()).map(|(_, n)| n).sum();
+    let attention: u64 = report
+        .summary
+        .iter()
+        .filter(|(s, _)| s.needs_attention())
+        .map(|(_, n)| n)
+        .sum();
     if attention > 0 {
-        println!("{attention} users need attention: `tether diagnose --all --source {}` explains each", report.source);
+        println!(
+            "{attention} users need attention: `tether diagnose --all --source {}` explains each",
+            report.source
+        );
     }
 }
 
@@ -328,13 +482,22 @@ fn print_diagnoses(diagnoses: &[Diagnosis], format: DiagnoseFormat, one: bool) -
         }
         DiagnoseFormat::Text => {
             for d in diagnoses {
-                writeln!(out, "{} ({}) <{}>", d.user_id, d.username, d.email.as_deref().unwrap_or("no e-mail")).map_err(io)?;
+                writeln!(
+                    out,
+                    "{} ({}) <{}>",
+                    d.user_id,
+                    d.username,
+                    d.email.as_deref().unwrap_or("no e-mail")
+                )
+                .map_err(io)?;
                 writeln!(out, "  situation:   {}", d.situation).map_err(io)?;
                 writeln!(
                     out,
                     "  external id: {}{}",
                     d.external_id.as_deref().unwrap_or("(none)"),
-                    d.external_id_origin.map(|o| format!(" (set by {o})")).unwrap_or_default()
+                    d.external_id_origin
+                        .map(|o| format!(" (set by {o})"))
+                        .unwrap_or_default()
                 )
                 .map_err(io)?;
                 writeln!(out, "  why:         {}", d.explanation).map_err(io)?;
@@ -347,7 +510,10 @@ fn print_diagnoses(diagnoses: &[Diagnosis], format: DiagnoseFormat, one: bool) -
                         a.email.as_deref().unwrap_or("no e-mail"),
                         a.account_type,
                         if a.active { "active" } else { "inactive" },
-                        a.value.as_deref().map(|v| format!(", {} = {v}", d.field)).unwrap_or_default()
+                        a.value
+                            .as_deref()
+                            .map(|v| format!(", {} = {v}", d.field))
+                            .unwrap_or_default()
                     )
                     .map_err(io)?;
                 }
@@ -358,7 +524,10 @@ fn print_diagnoses(diagnoses: &[Diagnosis], format: DiagnoseFormat, one: bool) -
                         u.id,
                         u.username,
                         u.email.as_deref().unwrap_or("no e-mail"),
-                        u.external_id.as_deref().map(|e| format!(" External ID {e}")).unwrap_or_default()
+                        u.external_id
+                            .as_deref()
+                            .map(|e| format!(" External ID {e}"))
+                            .unwrap_or_default()
                     )
                     .map_err(io)?;
                 }
@@ -369,7 +538,11 @@ fn print_diagnoses(diagnoses: &[Diagnosis], format: DiagnoseFormat, one: bool) -
     out.flush().map_err(io)
 }
 
-async fn print_users(app: &App, situation: Option<(i64, Situation)>, format: ListFormat) -> AppResult<()> {
+async fn print_users(
+    app: &App,
+    situation: Option<(i64, Situation)>,
+    format: ListFormat,
+) -> AppResult<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let io = |e: std::io::Error| AppError::Io(e.to_string());
@@ -384,7 +557,14 @@ async fn print_users(app: &App, situation: Option<(i64, Situation)>, format: Lis
         ListFormat::Csv => {
             let mut writer = csv::Writer::from_writer(std::io::stdout());
             writer
-                .write_record(["id", "username", "email", "display_name", "active", "external_id"])
+                .write_record([
+                    "id",
+                    "username",
+                    "email",
+                    "display_name",
+                    "active",
+                    "external_id",
+                ])
                 .map_err(|e| AppError::Io(e.to_string()))?;
             csv_writer = Some(writer);
         }
@@ -392,11 +572,23 @@ async fn print_users(app: &App, situation: Option<(i64, Situation)>, format: Lis
     }
     let mut after = None;
     loop {
-        let page = app.list_users(&UserFilter { after_pk: after, limit: 5_000, situation }).await?;
+        let page = app
+            .list_users(&UserFilter {
+                after_pk: after,
+                limit: 5_000,
+                situation,
+            })
+            .await?;
         let Some(last) = page.last() else { break };
         after = Some(last.pk);
         for user in &page {
-            write_user(&mut out, &mut csv_writer, user, format, situation.map(|s| s.1))?;
+            write_user(
+                &mut out,
+                &mut csv_writer,
+                user,
+                format,
+                situation.map(|s| s.1),
+            )?;
         }
     }
     if let Some(writer) = csv_writer.as_mut() {

@@ -10,9 +10,23 @@ use std::path::Path;
 use tether_core::{AccountType, EmailNormalizer};
 use tether_store::{NewAccount, NewUser};
 
-pub const USER_COLUMNS: &[&str] = &["id", "username", "email", "display_name", "active", "external_id"];
-pub const ACCOUNT_COLUMNS: &[&str] =
-    &["account_id", "username", "key", "email", "display_name", "active", "account_type"];
+pub const USER_COLUMNS: &[&str] = &[
+    "id",
+    "username",
+    "email",
+    "display_name",
+    "active",
+    "external_id",
+];
+pub const ACCOUNT_COLUMNS: &[&str] = &[
+    "account_id",
+    "username",
+    "key",
+    "email",
+    "display_name",
+    "active",
+    "account_type",
+];
 const REQUIRED_USER_COLUMNS: &[&str] = &["id", "username", "email"];
 const REQUIRED_ACCOUNT_COLUMNS: &[&str] = &["account_id", "email"];
 /// Problems listed before the rest are only counted.
@@ -47,7 +61,11 @@ pub struct Parsed<T> {
 
 impl<T> Default for Parsed<T> {
     fn default() -> Self {
-        Parsed { rows: Vec::new(), problems: Vec::new(), problem_count: 0 }
+        Parsed {
+            rows: Vec::new(),
+            problems: Vec::new(),
+            problem_count: 0,
+        }
     }
 }
 
@@ -55,15 +73,26 @@ impl<T> Parsed<T> {
     fn problem(&mut self, line: u64, column: Option<&str>, message: impl Into<String>) {
         self.problem_count += 1;
         if self.problems.len() < MAX_PROBLEMS {
-            self.problems.push(Problem { line, column: column.map(str::to_owned), message: message.into() });
+            self.problems.push(Problem {
+                line,
+                column: column.map(str::to_owned),
+                message: message.into(),
+            });
         }
     }
 
     /// The problems as lines for a terminal, naming `file`.
     pub fn report(&self, file: &Path) -> String {
-        let mut lines: Vec<String> = self.problems.iter().map(|p| format!("{}: {p}", file.display())).collect();
+        let mut lines: Vec<String> = self
+            .problems
+            .iter()
+            .map(|p| format!("{}: {p}", file.display()))
+            .collect();
         if self.problem_count > self.problems.len() {
-            lines.push(format!("… and {} more problems", self.problem_count - self.problems.len()));
+            lines.push(format!(
+                "… and {} more problems",
+                self.problem_count - self.problems.len()
+            ));
         }
         lines.join("\n")
     }
@@ -78,7 +107,12 @@ pub enum Format {
 
 impl Format {
     pub fn of(path: &Path) -> Result<Format, String> {
-        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             Some("csv") => Ok(Format::Csv),
             Some("jsonl") | Some("ndjson") => Ok(Format::JsonLines),
             _ => Err(format!(
@@ -108,13 +142,26 @@ fn read_records<T>(
         Format::Csv => {
             let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(input);
             let headers: Vec<String> = match reader.headers() {
-                Ok(headers) => headers.iter().map(|h| h.trim().trim_start_matches('\u{feff}').to_owned()).collect(),
+                Ok(headers) => headers
+                    .iter()
+                    .map(|h| h.trim().trim_start_matches('\u{feff}').to_owned())
+                    .collect(),
                 Err(e) => {
-                    parsed.problem(1, None, format!("cannot read the header: {}", csv_message(&e)));
+                    parsed.problem(
+                        1,
+                        None,
+                        format!("cannot read the header: {}", csv_message(&e)),
+                    );
                     return;
                 }
             };
-            if !check_columns(headers.iter().map(String::as_str), allowed, required, 1, parsed) {
+            if !check_columns(
+                headers.iter().map(String::as_str),
+                allowed,
+                required,
+                1,
+                parsed,
+            ) {
                 return;
             }
             let mut record = csv::StringRecord::new();
@@ -126,7 +173,16 @@ fn read_records<T>(
                         let fields = headers
                             .iter()
                             .zip(record.iter())
-                            .map(|(h, v)| (h.clone(), if v.is_empty() { None } else { Some(v.to_owned()) }))
+                            .map(|(h, v)| {
+                                (
+                                    h.clone(),
+                                    if v.is_empty() {
+                                        None
+                                    } else {
+                                        Some(v.to_owned())
+                                    },
+                                )
+                            })
                             .collect();
                         each(Record { line, fields }, parsed);
                     }
@@ -155,21 +211,32 @@ fn read_records<T>(
                 let text = match std::str::from_utf8(&bytes) {
                     Ok(text) => text.trim(),
                     Err(e) => {
-                        parsed.problem(number, None, format!("not UTF-8 text (byte {})", e.valid_up_to() + 1));
+                        parsed.problem(
+                            number,
+                            None,
+                            format!("not UTF-8 text (byte {})", e.valid_up_to() + 1),
+                        );
                         continue;
                     }
                 };
                 if text.is_empty() {
                     continue;
                 }
-                let object: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(text) {
-                    Ok(object) => object,
-                    Err(e) => {
-                        parsed.problem(number, None, format!("not a JSON object: {e}"));
-                        continue;
-                    }
-                };
-                if !check_columns(object.keys().map(String::as_str), allowed, required, number, parsed) {
+                let object: serde_json::Map<String, serde_json::Value> =
+                    match serde_json::from_str(text) {
+                        Ok(object) => object,
+                        Err(e) => {
+                            parsed.problem(number, None, format!("not a JSON object: {e}"));
+                            continue;
+                        }
+                    };
+                if !check_columns(
+                    object.keys().map(String::as_str),
+                    allowed,
+                    required,
+                    number,
+                    parsed,
+                ) {
                     continue;
                 }
                 let mut fields = HashMap::new();
@@ -182,7 +249,11 @@ fn read_records<T>(
                         serde_json::Value::Bool(b) => Some(b.to_string()),
                         serde_json::Value::Number(n) => Some(n.to_string()),
                         _ => {
-                            parsed.problem(number, Some(&key), "expected a string, a number or a boolean");
+                            parsed.problem(
+                                number,
+                                Some(&key),
+                                "expected a string, a number or a boolean",
+                            );
                             ok = false;
                             continue;
                         }
@@ -190,7 +261,13 @@ fn read_records<T>(
                     fields.insert(key, text);
                 }
                 if ok {
-                    each(Record { line: number, fields }, parsed);
+                    each(
+                        Record {
+                            line: number,
+                            fields,
+                        },
+                        parsed,
+                    );
                 }
             }
         }
@@ -200,9 +277,15 @@ fn read_records<T>(
 fn csv_message(error: &csv::Error) -> String {
     match error.kind() {
         csv::ErrorKind::Utf8 { err, .. } => {
-            format!("not UTF-8 text (field {}, byte {})", err.field() + 1, err.valid_up_to() + 1)
+            format!(
+                "not UTF-8 text (field {}, byte {})",
+                err.field() + 1,
+                err.valid_up_to() + 1
+            )
         }
-        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => {
             format!("expected {expected_len} fields like the header, found {len}")
         }
         _ => error.to_string(),
@@ -220,7 +303,11 @@ fn check_columns<'a, T>(
     let mut ok = true;
     for column in &present {
         if !allowed.contains(column) {
-            parsed.problem(line, Some(column), format!("unknown column; expected {}", allowed.join(",")));
+            parsed.problem(
+                line,
+                Some(column),
+                format!("unknown column; expected {}", allowed.join(",")),
+            );
             ok = false;
         }
     }
@@ -266,7 +353,10 @@ impl<T> Fields<'_, T> {
                 None
             }
             Some(value) if value.trim() != value => {
-                self.fail(column, format!("'{value}' has leading or trailing white space"));
+                self.fail(
+                    column,
+                    format!("'{value}' has leading or trailing white space"),
+                );
                 None
             }
             value => value,
@@ -274,11 +364,19 @@ impl<T> Fields<'_, T> {
     }
 
     fn boolean(&mut self, column: &str) -> bool {
-        match self.text(column).as_deref().map(str::to_ascii_lowercase).as_deref() {
+        match self
+            .text(column)
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("true") | Some("1") | Some("yes") => true,
             Some("false") | Some("0") | Some("no") => false,
             Some(other) => {
-                self.fail(column, format!("'{other}' is not a boolean; use true or false"));
+                self.fail(
+                    column,
+                    format!("'{other}' is not a boolean; use true or false"),
+                );
                 true
             }
         }
@@ -291,35 +389,60 @@ pub fn read_users(input: impl Read, format: Format) -> Parsed<NewUser> {
     let mut normalizer = EmailNormalizer::new();
     let mut ids: HashMap<String, u64> = HashMap::new();
     let mut external_ids: HashMap<String, u64> = HashMap::new();
-    read_records(input, format, USER_COLUMNS, REQUIRED_USER_COLUMNS, &mut parsed, |mut record, parsed| {
-        let line = record.line;
-        let mut fields = Fields { record: &mut record, parsed, ok: true };
-        let id = fields.identifier("id", true);
-        let username = fields.identifier("username", true);
-        let email = fields.text("email").map(|e| e.trim().to_owned()).filter(|e| !e.is_empty());
-        let display_name = fields.text("display_name").unwrap_or_default();
-        let active = fields.boolean("active");
-        let external_id = fields.identifier("external_id", false);
-        if let Some(id) = &id {
-            if let Some(first) = ids.get(id) {
-                fields.fail("id", format!("'{id}' already appears on line {first}"));
+    read_records(
+        input,
+        format,
+        USER_COLUMNS,
+        REQUIRED_USER_COLUMNS,
+        &mut parsed,
+        |mut record, parsed| {
+            let line = record.line;
+            let mut fields = Fields {
+                record: &mut record,
+                parsed,
+                ok: true,
+            };
+            let id = fields.identifier("id", true);
+            let username = fields.identifier("username", true);
+            let email = fields
+                .text("email")
+                .map(|e| e.trim().to_owned())
+                .filter(|e| !e.is_empty());
+            let display_name = fields.text("display_name").unwrap_or_default();
+            let active = fields.boolean("active");
+            let external_id = fields.identifier("external_id", false);
+            if let Some(id) = &id {
+                if let Some(first) = ids.get(id) {
+                    fields.fail("id", format!("'{id}' already appears on line {first}"));
+                }
             }
-        }
-        if let Some(external_id) = &external_id {
-            if let Some(first) = external_ids.get(external_id) {
-                fields.fail("external_id", format!("'{external_id}' is also the External ID on line {first}"));
-            }
-        }
-        let ok = fields.ok;
-        if let (true, Some(id), Some(username)) = (ok, id, username) {
-            ids.insert(id.clone(), line);
             if let Some(external_id) = &external_id {
-                external_ids.insert(external_id.clone(), line);
+                if let Some(first) = external_ids.get(external_id) {
+                    fields.fail(
+                        "external_id",
+                        format!("'{external_id}' is also the External ID on line {first}"),
+                    );
+                }
             }
-            let email_key = normalizer.key(email.as_deref()).key().map(str::to_owned);
-            parsed.rows.push(NewUser { id, username, email, email_key, display_name, active, external_id });
-        }
-    });
+            let ok = fields.ok;
+            if let (true, Some(id), Some(username)) = (ok, id, username) {
+                ids.insert(id.clone(), line);
+                if let Some(external_id) = &external_id {
+                    external_ids.insert(external_id.clone(), line);
+                }
+                let email_key = normalizer.key(email.as_deref()).key().map(str::to_owned);
+                parsed.rows.push(NewUser {
+                    id,
+                    username,
+                    email,
+                    email_key,
+                    display_name,
+                    active,
+                    external_id,
+                });
+            }
+        },
+    );
     parsed
 }
 
@@ -328,36 +451,62 @@ pub fn read_accounts(input: impl Read, format: Format) -> Parsed<NewAccount> {
     let mut parsed = Parsed::default();
     let mut normalizer = EmailNormalizer::new();
     let mut ids: HashMap<String, u64> = HashMap::new();
-    read_records(input, format, ACCOUNT_COLUMNS, REQUIRED_ACCOUNT_COLUMNS, &mut parsed, |mut record, parsed| {
-        let line = record.line;
-        let mut fields = Fields { record: &mut record, parsed, ok: true };
-        let account_id = fields.identifier("account_id", true);
-        let username = fields.identifier("username", false);
-        let key = fields.identifier("key", false);
-        let email = fields.text("email").map(|e| e.trim().to_owned()).filter(|e| !e.is_empty());
-        let display_name = fields.text("display_name").unwrap_or_default();
-        let active = fields.boolean("active");
-        let account_type = match fields.text("account_type") {
-            None => AccountType::Unknown,
-            Some(text) => match text.parse::<AccountType>() {
-                Ok(kind) => kind,
-                Err(e) => {
-                    fields.fail("account_type", e.to_string());
-                    AccountType::Unknown
+    read_records(
+        input,
+        format,
+        ACCOUNT_COLUMNS,
+        REQUIRED_ACCOUNT_COLUMNS,
+        &mut parsed,
+        |mut record, parsed| {
+            let line = record.line;
+            let mut fields = Fields {
+                record: &mut record,
+                parsed,
+                ok: true,
+            };
+            let account_id = fields.identifier("account_id", true);
+            let username = fields.identifier("username", false);
+            let key = fields.identifier("key", false);
+            let email = fields
+                .text("email")
+                .map(|e| e.trim().to_owned())
+                .filter(|e| !e.is_empty());
+            let display_name = fields.text("display_name").unwrap_or_default();
+            let active = fields.boolean("active");
+            let account_type = match fields.text("account_type") {
+                None => AccountType::Unknown,
+                Some(text) => match text.parse::<AccountType>() {
+                    Ok(kind) => kind,
+                    Err(e) => {
+                        fields.fail("account_type", e.to_string());
+                        AccountType::Unknown
+                    }
+                },
+            };
+            if let Some(account_id) = &account_id {
+                if let Some(first) = ids.get(account_id) {
+                    fields.fail(
+                        "account_id",
+                        format!("'{account_id}' already appears on line {first}"),
+                    );
                 }
-            },
-        };
-        if let Some(account_id) = &account_id {
-            if let Some(first) = ids.get(account_id) {
-                fields.fail("account_id", format!("'{account_id}' already appears on line {first}"));
             }
-        }
-        if let (true, Some(account_id)) = (fields.ok, account_id) {
-            ids.insert(account_id.clone(), line);
-            let email_key = normalizer.key(email.as_deref()).key().map(str::to_owned);
-            parsed.rows.push(NewAccount { account_id, username, key, email, email_key, display_name, active, account_type });
-        }
-    });
+            if let (true, Some(account_id)) = (fields.ok, account_id) {
+                ids.insert(account_id.clone(), line);
+                let email_key = normalizer.key(email.as_deref()).key().map(str::to_owned);
+                parsed.rows.push(NewAccount {
+                    account_id,
+                    username,
+                    key,
+                    email,
+                    email_key,
+                    display_name,
+                    active,
+                    account_type,
+                });
+            }
+        },
+    );
     parsed
 }
 
@@ -373,10 +522,16 @@ mod tests {
         let parsed = read_users(csv.as_bytes(), Format::Csv);
         assert!(parsed.problems.is_empty(), "{:?}", parsed.problems);
         assert_eq!(parsed.rows.len(), 2);
-        assert_eq!(parsed.rows[0].email_key.as_deref(), Some("alice@example.com"));
+        assert_eq!(
+            parsed.rows[0].email_key.as_deref(),
+            Some("alice@example.com")
+        );
         assert_eq!(parsed.rows[1].email, None);
         assert!(!parsed.rows[1].active);
-        assert_eq!(parsed.rows[1].external_id.as_deref(), Some("5b10a2844c20165700ede21g"));
+        assert_eq!(
+            parsed.rows[1].external_id.as_deref(),
+            Some("5b10a2844c20165700ede21g")
+        );
     }
 
     #[test]
@@ -397,7 +552,14 @@ mod tests {
             ]
         );
         // Line 3 was refused, so line 4's External ID X is the first holder and is fine.
-        assert_eq!(parsed.rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["u3"]);
+        assert_eq!(
+            parsed
+                .rows
+                .iter()
+                .map(|r| r.id.as_str())
+                .collect::<Vec<_>>(),
+            ["u3"]
+        );
     }
 
     #[test]
@@ -405,7 +567,10 @@ mod tests {
         let jsonl = "{\"id\":\"u1\",\"username\":\"a\",\"email\":\"a@x.org\",\"external_id\":\"E\"}\n\
                      {\"id\":\"u2\",\"username\":\"b\",\"email\":\"b@x.org\",\"external_id\":\"E\"}\n";
         let parsed = read_users(jsonl.as_bytes(), Format::JsonLines);
-        assert_eq!(parsed.problems[0].to_string(), "line 2, column external_id: 'E' is also the External ID on line 1");
+        assert_eq!(
+            parsed.problems[0].to_string(),
+            "line 2, column external_id: 'E' is also the External ID on line 1"
+        );
     }
 
     #[test]

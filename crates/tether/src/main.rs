@@ -16,7 +16,10 @@ use tether_store::{redact_url, AnyStore};
 
 fn main() {
     let cli = cli::Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("tether: cannot start: {e}");
@@ -27,11 +30,17 @@ fn main() {
         let store = match AnyStore::open(&cli.database).await {
             Ok(store) => store,
             Err(e) => {
-                eprintln!("tether: cannot open database {}: {e}", redact_url(&cli.database));
+                eprintln!(
+                    "tether: cannot open database {}: {e}",
+                    redact_url(&cli.database)
+                );
                 return 1;
             }
         };
-        let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned()));
+        let actor = format!(
+            "cli:{}",
+            std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned())
+        );
         let app = app::App::new(store, actor);
         match cli::run(&app, cli.command).await {
             Ok(()) => 0,

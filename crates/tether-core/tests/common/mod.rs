@@ -171,7 +171,11 @@ fn render_outcome(text: &mut String, pk: i64, situation: Situation, evidence: &E
 }
 
 fn render_change(text: &mut String, user: i64, account: i64, old: Option<&str>, new: &str) {
-    let _ = write!(text, "expect change user={user} account={account} new={}", quote(new));
+    let _ = write!(
+        text,
+        "expect change user={user} account={account} new={}",
+        quote(new)
+    );
     if let Some(old) = old {
         // plan_links never writes over a value; show it so a mismatch is visible.
         let _ = write!(text, " old={}", quote(old));
@@ -193,8 +197,10 @@ pub fn render_plan(plan: &Plan) -> String {
 
 /// Quotes a value when it would not survive the tokenizer bare.
 pub fn quote(value: &str) -> String {
-    let plain =
-        !value.is_empty() && value.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '\\');
+    let plain = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\');
     if plain {
         return value.to_owned();
     }
@@ -328,7 +334,11 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Case>, ParseError> {
                 let Ok(user_pk) = pk.trim().parse() else {
                     return err(file, line, format!("bad user pk '{pk}'"));
                 };
-                let entry = ExpectText { line, user_pk, text: text.to_owned() };
+                let entry = ExpectText {
+                    line,
+                    user_pk,
+                    text: text.to_owned(),
+                };
                 if is_fix {
                     case.fixes.push(entry);
                 } else {
@@ -345,26 +355,30 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Case>, ParseError> {
         };
         let words: Vec<&str> = tokens.iter().map(String::as_str).collect();
         // Splits `name=value` attributes, rejecting unknown names and repeats.
-        let attrs = |items: &[&str], allowed: &[&str]| -> Result<Vec<(String, String)>, ParseError> {
-            let mut out: Vec<(String, String)> = Vec::new();
-            for item in items {
-                let Some((name, value)) = item.split_once('=') else {
-                    return err(file, line, format!("expected name=value, got '{item}'"));
-                };
-                if !allowed.contains(&name) {
-                    return err(
-                        file,
-                        line,
-                        format!("unknown attribute '{name}' (expected one of {})", allowed.join(", ")),
-                    );
+        let attrs =
+            |items: &[&str], allowed: &[&str]| -> Result<Vec<(String, String)>, ParseError> {
+                let mut out: Vec<(String, String)> = Vec::new();
+                for item in items {
+                    let Some((name, value)) = item.split_once('=') else {
+                        return err(file, line, format!("expected name=value, got '{item}'"));
+                    };
+                    if !allowed.contains(&name) {
+                        return err(
+                            file,
+                            line,
+                            format!(
+                                "unknown attribute '{name}' (expected one of {})",
+                                allowed.join(", ")
+                            ),
+                        );
+                    }
+                    if out.iter().any(|(n, _)| n == name) {
+                        return err(file, line, format!("attribute '{name}' given twice"));
+                    }
+                    out.push((name.to_owned(), value.to_owned()));
                 }
-                if out.iter().any(|(n, _)| n == name) {
-                    return err(file, line, format!("attribute '{name}' given twice"));
-                }
-                out.push((name.to_owned(), value.to_owned()));
-            }
-            Ok(out)
-        };
+                Ok(out)
+            };
         let pk_of = |word: Option<&&str>| -> Result<i64, ParseError> {
             match word.and_then(|w| w.parse().ok()) {
                 Some(pk) => Ok(pk),
@@ -475,9 +489,13 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Case>, ParseError> {
                         },
                     }
                 }
-                evidence.total = total
-                    .unwrap_or(evidence.accounts.len().max(evidence.users.len()) as u32);
-                case.expects.push(ExpectUser { pk, situation, evidence });
+                evidence.total =
+                    total.unwrap_or(evidence.accounts.len().max(evidence.users.len()) as u32);
+                case.expects.push(ExpectUser {
+                    pk,
+                    situation,
+                    evidence,
+                });
             }
             ["expect", "change", rest @ ..] => {
                 let mut user_pk = None;
@@ -492,9 +510,17 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Case>, ParseError> {
                 }
                 let (Some(user_pk), Some(account_pk), Some(new)) = (user_pk, account_pk, new)
                 else {
-                    return err(file, line, "expect change needs user=PK account=PK new=VALUE");
+                    return err(
+                        file,
+                        line,
+                        "expect change needs user=PK account=PK new=VALUE",
+                    );
                 };
-                case.changes.push(ExpectChange { user_pk, account_pk, new });
+                case.changes.push(ExpectChange {
+                    user_pk,
+                    account_pk,
+                    new,
+                });
             }
             _ => return err(file, line, format!("cannot read line: {trimmed}")),
         }
@@ -503,17 +529,29 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Case>, ParseError> {
     for case in &cases {
         for user in &case.users {
             if !case.expects.iter().any(|e| e.pk == user.pk) {
-                return err(file, case.line, format!("case '{}': no expect line for user {}", case.name, user.pk));
+                return err(
+                    file,
+                    case.line,
+                    format!("case '{}': no expect line for user {}", case.name, user.pk),
+                );
             }
         }
         for e in &case.expects {
             if case.user(e.pk).is_none() {
-                return err(file, case.line, format!("case '{}': expect for unknown user {}", case.name, e.pk));
+                return err(
+                    file,
+                    case.line,
+                    format!("case '{}': expect for unknown user {}", case.name, e.pk),
+                );
             }
         }
         for t in case.explains.iter().chain(&case.fixes) {
             if case.user(t.user_pk).is_none() {
-                return err(file, t.line, format!("explanation for unknown user {}", t.user_pk));
+                return err(
+                    file,
+                    t.line,
+                    format!("explanation for unknown user {}", t.user_pk),
+                );
             }
         }
     }
@@ -570,12 +608,12 @@ pub fn diff(expected: &str, actual: &str) -> String {
             let _ = writeln!(out, "  {}", a[i]);
             i += 1;
             j += 1;
-        } else if j < b.len() && (i == a.len() || lcs[i][j + 1] >= lcs[i + 1][j]) {
-            let _ = writeln!(out, "+ {}", b[j]);
-            j += 1;
-        } else {
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
             let _ = writeln!(out, "- {}", a[i]);
             i += 1;
+        } else {
+            let _ = writeln!(out, "+ {}", b[j]);
+            j += 1;
         }
     }
     out

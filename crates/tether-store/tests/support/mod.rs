@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use tether_core::{match_key, plan_links, Change, ChangeResult, ExternalIdField, Origin, Outcome, Plan, Rules};
+use tether_core::{
+    match_key, plan_links, Change, ChangeResult, ExternalIdField, Origin, Outcome, Plan, Rules,
+};
 use tether_store::{
     AnyStore, ApplyBatch, ImportOptions, LinkInput, NewAccount, NewRun, NewSource, NewUser,
     RunFinish, Source, Store, StoredOutcome, Timestamp, UserFilter, UserRecord,
@@ -23,8 +25,14 @@ pub const T2: Timestamp = datetime!(2025-03-03 11:45:00 UTC);
 pub const T3: Timestamp = datetime!(2025-03-04 12:15:00 UTC);
 
 enum Backend {
-    Sqlite { path: PathBuf, _dir: tempfile::TempDir },
-    Postgres { server_url: String, database: String },
+    Sqlite {
+        path: PathBuf,
+        _dir: tempfile::TempDir,
+    },
+    Postgres {
+        server_url: String,
+        database: String,
+    },
 }
 
 /// One test's own database and the store opened on it.
@@ -44,7 +52,11 @@ impl TestDb {
         let store = AnyStore::open(&url)
             .await
             .unwrap_or_else(|e| panic!("opening {url}: {e}"));
-        TestDb { store, url, backend: Backend::Sqlite { path, _dir: dir } }
+        TestDb {
+            store,
+            url,
+            backend: Backend::Sqlite { path, _dir: dir },
+        }
     }
 
     /// A store on a new database `t_<test>_<pid>` of the server in `TETHER_TEST_PG_URL`.
@@ -61,17 +73,28 @@ impl TestDb {
         let test: String = test.chars().take(40).collect();
         let database = format!("t_{}_{}", test, std::process::id());
         let admin = connect_pg(&server_url).await;
-        admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {database}; CREATE DATABASE {database}"
-            ))
-            .await
-            .unwrap_or_else(|e| panic!("creating database {database}: {e}"));
+        // Two statements: a multi-statement query is a transaction, which CREATE DATABASE refuses.
+        for statement in [
+            format!("DROP DATABASE IF EXISTS {database}"),
+            format!("CREATE DATABASE {database}"),
+        ] {
+            admin
+                .batch_execute(&statement)
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {}", pg_error(&e)));
+        }
         let url = with_database(&server_url, &database);
         let store = AnyStore::open(&url)
             .await
             .unwrap_or_else(|e| panic!("opening {}: {e}", tether_store::redact_url(&url)));
-        TestDb { store, url, backend: Backend::Postgres { server_url, database } }
+        TestDb {
+            store,
+            url,
+            backend: Backend::Postgres {
+                server_url,
+                database,
+            },
+        }
     }
 
     /// Runs one statement through a connection of the database's own driver, beside the
@@ -83,11 +106,14 @@ impl TestDb {
                 connection
                     .busy_timeout(std::time::Duration::from_secs(10))
                     .map_err(|e| e.to_string())?;
-                connection.execute(sql, []).map(|n| n as u64).map_err(|e| e.to_string())
+                connection
+                    .execute(sql, [])
+                    .map(|n| n as u64)
+                    .map_err(|e| e.to_string())
             }
             Backend::Postgres { .. } => {
                 let client = connect_pg(&self.url).await;
-                client.execute(sql, &[]).await.map_err(|e| e.to_string())
+                client.execute(sql, &[]).await.map_err(|e| pg_error(&e))
             }
         }
     }
@@ -103,7 +129,10 @@ impl TestDb {
             }
             Backend::Postgres { .. } => {
                 let client = connect_pg(&self.url).await;
-                let row = client.query_one(sql, &[]).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+                let row = client
+                    .query_one(sql, &[])
+                    .await
+                    .unwrap_or_else(|e| panic!("{sql}: {}", pg_error(&e)));
                 row.get::<_, i64>(0)
             }
         }
@@ -114,11 +143,25 @@ impl TestDb {
     pub async fn finish(self) {
         let TestDb { store, backend, .. } = self;
         drop(store);
-        if let Backend::Postgres { server_url, database } = backend {
+        if let Backend::Postgres {
+            server_url,
+            database,
+        } = backend
+        {
             let admin = connect_pg(&server_url).await;
             // Best effort: a leftover database is dropped by the next run's CREATE.
-            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")).await;
+            let _ = admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                .await;
         }
+    }
+}
+
+/// The server's message too: `tokio_postgres::Error`'s `Display` says only "db error".
+fn pg_error(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("{error}: {} ({})", db.message(), db.code().code()),
+        None => error.to_string(),
     }
 }
 
@@ -126,7 +169,11 @@ async fn connect_pg(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap_or_else(|e| {
-            panic!("connecting to {}: {e}", tether_store::redact_url(url))
+            panic!(
+                "connecting to {}: {}",
+                tether_store::redact_url(url),
+                pg_error(&e)
+            )
         });
     tokio::spawn(async move {
         let _ = connection.await;
@@ -165,7 +212,10 @@ pub fn user(id: &str, email: Option<&str>) -> NewUser {
 
 /// [`user`] with an External ID.
 pub fn linked_user(id: &str, email: Option<&str>, external_id: &str) -> NewUser {
-    NewUser { external_id: Some(external_id.to_owned()), ..user(id, email) }
+    NewUser {
+        external_id: Some(external_id.to_owned()),
+        ..user(id, email)
+    }
 }
 
 /// An active account of type `atlassian`, username and key derived from the id.
@@ -183,7 +233,11 @@ pub fn account(account_id: &str, email: Option<&str>) -> NewAccount {
 }
 
 pub fn import_options(replace_external_ids: bool, at: Timestamp) -> ImportOptions<'static> {
-    ImportOptions { actor: "importer", at, replace_external_ids }
+    ImportOptions {
+        actor: "importer",
+        at,
+        replace_external_ids,
+    }
 }
 
 /// Adds a `file` source with the default External ID field.
@@ -203,7 +257,10 @@ pub async fn file_source(store: &impl Store, name: &str) -> Source {
 }
 
 pub async fn import_users(store: &impl Store, rows: &[NewUser]) {
-    store.import_users(rows, &import_options(false, T0)).await.expect("import_users");
+    store
+        .import_users(rows, &import_options(false, T0))
+        .await
+        .expect("import_users");
 }
 
 /// Every user, in pk order, read page by page.
@@ -212,7 +269,11 @@ pub async fn all_users(store: &impl Store) -> Vec<UserRecord> {
     let mut after_pk = None;
     loop {
         let page = store
-            .list_users(&UserFilter { after_pk, limit: 500, situation: None })
+            .list_users(&UserFilter {
+                after_pk,
+                limit: 500,
+                situation: None,
+            })
             .await
             .expect("list_users");
         let Some(last) = page.last() else { break };
@@ -224,7 +285,11 @@ pub async fn all_users(store: &impl Store) -> Vec<UserRecord> {
 
 /// The users by id.
 pub async fn users_by_id(store: &impl Store) -> BTreeMap<String, UserRecord> {
-    all_users(store).await.into_iter().map(|u| (u.id.clone(), u)).collect()
+    all_users(store)
+        .await
+        .into_iter()
+        .map(|u| (u.id.clone(), u))
+        .collect()
 }
 
 /// The one user with this id.
@@ -237,25 +302,38 @@ pub async fn user_by_id(store: &impl Store, id: &str) -> UserRecord {
 
 /// What a store keeps of an outcome.
 pub fn stored(outcome: &Outcome) -> StoredOutcome {
-    StoredOutcome { situation: outcome.situation, evidence: outcome.evidence.encode() }
+    StoredOutcome {
+        situation: outcome.situation,
+        evidence: outcome.evidence.encode(),
+    }
 }
 
 /// The source's matching rules.
 pub fn rules(source: &Source) -> Rules {
-    Rules { field: source.external_id_field, link_inactive: source.link_inactive }
+    Rules {
+        field: source.external_id_field,
+        link_inactive: source.link_inactive,
+    }
 }
 
 /// Plans a source from what the store holds now.
 pub async fn plan(store: &impl Store, source: &Source) -> (LinkInput, Plan) {
-    let input = store.load_link_input(source.pk).await.expect("load_link_input");
+    let input = store
+        .load_link_input(source.pk)
+        .await
+        .expect("load_link_input");
     let plan = plan_links(&input.users, &input.accounts, &rules(source));
     (input, plan)
 }
 
 /// The outcomes of `plan` that differ from those `input` holds, as a run passes them on.
 pub fn new_outcomes(input: &LinkInput, plan: &Plan) -> Vec<Outcome> {
-    let stored_by_user: BTreeMap<i64, Option<&StoredOutcome>> =
-        input.users.iter().zip(&input.stored).map(|(u, s)| (u.pk, s.as_ref())).collect();
+    let stored_by_user: BTreeMap<i64, Option<&StoredOutcome>> = input
+        .users
+        .iter()
+        .zip(&input.stored)
+        .map(|(u, s)| (u.pk, s.as_ref()))
+        .collect();
     plan.outcomes
         .iter()
         .filter(|o| stored_by_user.get(&o.user_pk).copied().flatten() != Some(&stored(o)))
@@ -273,13 +351,21 @@ pub struct RunReport {
 
 impl RunReport {
     pub fn applied(&self) -> u64 {
-        self.results.iter().filter(|r| **r == ChangeResult::Applied).count() as u64
+        self.results
+            .iter()
+            .filter(|r| **r == ChangeResult::Applied)
+            .count() as u64
     }
 }
 
 /// A reconcile run as the jobs make it: load, plan, record the run, apply in batches of
 /// `batch_size` users, record the end.
-pub async fn run(store: &impl Store, source: &Source, at: Timestamp, batch_size: usize) -> RunReport {
+pub async fn run(
+    store: &impl Store,
+    source: &Source,
+    at: Timestamp,
+    batch_size: usize,
+) -> RunReport {
     let (input, plan) = plan(store, source).await;
     let run_pk = store
         .insert_run(&NewRun {
@@ -292,8 +378,22 @@ pub async fn run(store: &impl Store, source: &Source, at: Timestamp, batch_size:
         })
         .await
         .expect("insert_run");
-    let results = apply(store, source, run_pk, at, &input, &plan, &plan.changes, batch_size).await;
-    let report = RunReport { run_pk, plan, results };
+    let results = apply(
+        store,
+        source,
+        run_pk,
+        at,
+        &input,
+        &plan,
+        &plan.changes,
+        batch_size,
+    )
+    .await;
+    let report = RunReport {
+        run_pk,
+        plan,
+        results,
+    };
     store
         .finish_run(
             run_pk,
@@ -331,8 +431,16 @@ pub async fn apply(
     for chunk in pks.chunks(batch_size.max(1)) {
         let (first, last) = (chunk[0], chunk[chunk.len() - 1]);
         let in_chunk = |pk: i64| first <= pk && pk <= last;
-        let batch_changes: Vec<Change> = changes.iter().filter(|c| in_chunk(c.user_pk)).cloned().collect();
-        let batch_outcomes: Vec<Outcome> = outcomes.iter().filter(|o| in_chunk(o.user_pk)).cloned().collect();
+        let batch_changes: Vec<Change> = changes
+            .iter()
+            .filter(|c| in_chunk(c.user_pk))
+            .cloned()
+            .collect();
+        let batch_outcomes: Vec<Outcome> = outcomes
+            .iter()
+            .filter(|o| in_chunk(o.user_pk))
+            .cloned()
+            .collect();
         let batch = ApplyBatch {
             source_pk: source.pk,
             run_pk,
@@ -343,7 +451,11 @@ pub async fn apply(
             outcomes: &batch_outcomes,
         };
         let batch_results = store.apply_batch(&batch).await.expect("apply_batch");
-        assert_eq!(batch_results.len(), batch_changes.len(), "apply_batch returns one result per change");
+        assert_eq!(
+            batch_results.len(),
+            batch_changes.len(),
+            "apply_batch returns one result per change"
+        );
         results.extend(batch_results);
     }
     results
@@ -351,6 +463,15 @@ pub async fn apply(
 
 /// The stored outcome of each user for one source, by user pk.
 pub fn stored_by_user(input: &LinkInput) -> BTreeMap<i64, Option<StoredOutcome>> {
-    assert_eq!(input.users.len(), input.stored.len(), "`stored` is aligned with `users`");
-    input.users.iter().map(|u| u.pk).zip(input.stored.iter().cloned()).collect()
+    assert_eq!(
+        input.users.len(),
+        input.stored.len(),
+        "`stored` is aligned with `users`"
+    );
+    input
+        .users
+        .iter()
+        .map(|u| u.pk)
+        .zip(input.stored.iter().cloned())
+        .collect()
 }
