@@ -65,7 +65,7 @@ pub struct Rules {
 /// | duplicate_accounts, inactive_account | the candidates | — |
 /// | no_match | accounts of types that are not linked, if any share the e-mail | — |
 /// | duplicate_users | — | the other users sharing the e-mail |
-/// | account_taken | the account | the user(s) holding or also given its value |
+/// | account_taken | the account (and others sharing its value) | the user(s) holding or also given its value |
 ///
 /// Lists hold at most [`MAX_EVIDENCE`] entries; `total` is the full length of the longest.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -217,7 +217,7 @@ pub fn plan_links(users: &[UserRow], accounts: &[AccountRow], rules: &Rules) -> 
     let user_order = sorted_indexes(users, |u| u.pk);
 
     // Accounts by External ID field value (the lowest pk wins a shared value) and by key.
-    let mut by_value: FxHashMap<&str, u32> = FxHashMap::default();
+    let mut by_value: FxHashMap<&str, Group> = FxHashMap::default();
     let mut by_key: FxHashMap<&str, Group> = FxHashMap::default();
     let mut unlinkable_by_key: FxHashMap<&str, Group> = FxHashMap::default();
     by_value.reserve(accounts.len());
@@ -225,7 +225,7 @@ pub fn plan_links(users: &[UserRow], accounts: &[AccountRow], rules: &Rules) -> 
     for &i in &account_order {
         let account = &accounts[i as usize];
         if let Some(value) = account.value(field) {
-            by_value.entry(value).or_insert(i);
+            group_insert(&mut by_value, value, i);
         }
         if let Some(key) = account.email_key.as_deref() {
             let map = if account.account_type.is_linkable() {
@@ -266,7 +266,10 @@ pub fn plan_links(users: &[UserRow], accounts: &[AccountRow], rules: &Rules) -> 
             (Situation::Excluded, Evidence::default())
         } else if let Some(external_id) = &user.external_id {
             // Rule 1: the External ID is the anchor.
-            if let Some(&account) = by_value.get(external_id.as_str()) {
+            if let Some(&account) = by_value
+                .get(external_id.as_str())
+                .and_then(|g| g.as_slice().first())
+            {
                 (
                     Situation::Linked,
                     Evidence::account(accounts[account as usize].pk),
@@ -304,6 +307,7 @@ pub fn plan_links(users: &[UserRow], accounts: &[AccountRow], rules: &Rules) -> 
                 &unlinkable_by_key,
                 &unlinked_by_key,
                 &holders,
+                &by_value,
                 users,
                 &account_pks,
                 |account, value| proposals.push((outcomes.len(), account, value)),
@@ -366,6 +370,7 @@ fn decide_unlinked<'a>(
     unlinkable_by_key: &FxHashMap<&str, Group>,
     unlinked_by_key: &FxHashMap<&str, Group>,
     holders: &FxHashMap<&str, u32>,
+    by_value: &FxHashMap<&str, Group>,
     users: &[UserRow],
     account_pks: &dyn Fn(&[u32]) -> Evidence,
     mut propose: impl FnMut(u32, &'a str),
@@ -410,6 +415,26 @@ fn decide_unlinked<'a>(
             match account.value(rules.field) {
                 None => (Situation::MissingField, Evidence::account(account.pk)),
                 Some(value) => match holders.get(value) {
+                    // The value names more than one account, so it cannot anchor one person.
+                    None if by_value.get(value).is_some_and(|g| g.as_slice().len() > 1) => {
+                        let sharing: Vec<u32> = by_value
+                            .get(value)
+                            .map(|g| g.as_slice().to_vec())
+                            .unwrap_or_default();
+                        let mut evidence = Evidence::accounts(
+                            std::iter::once(account.pk)
+                                .chain(
+                                    sharing
+                                        .iter()
+                                        .map(|&a| accounts[a as usize].pk)
+                                        .filter(|&pk| pk != account.pk),
+                                )
+                                .collect::<Vec<_>>()
+                                .into_iter(),
+                        );
+                        evidence.users.clear();
+                        (Situation::AccountTaken, evidence)
+                    }
                     Some(&holder) => (
                         Situation::AccountTaken,
                         Evidence {

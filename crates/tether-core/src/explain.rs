@@ -206,7 +206,15 @@ pub fn explain(context: &Context<'_>) -> Explanation {
         Situation::AccountTaken => {
             let value = first_account.and_then(|a| a.value.as_deref()).map(short).unwrap_or_default();
             let holder_has_it = users.iter().any(|u| u.external_id.is_some() && u.external_id == first_account.and_then(|a| a.value.clone()));
-            if holder_has_it {
+            if users.is_empty() && accounts.len() > 1 {
+                (
+                    format!(
+                        "Account {account_name} has {email}, but its {field} {value} is also the {field} of {}, so it does not identify one person.",
+                        list_accounts(&accounts[1..], total.saturating_sub(1))
+                    ),
+                    format!("Set External ID field to account_id: {field} is not unique in source {source}."),
+                )
+            } else if holder_has_it {
                 (
                     format!(
                         "Account {account_name} has {email}, but its {field} {value} is already the External ID of {}.",

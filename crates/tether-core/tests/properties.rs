@@ -317,6 +317,16 @@ fn reference(users: &[UserRow], accounts: &[AccountRow], rules: &Rules) -> Plan 
                     evidence(vec![account.pk], vec![holder.pk]),
                 );
             }
+            let mut sharing: Vec<i64> = accounts
+                .iter()
+                .filter(|a| a.pk != account.pk && a.value(field) == Some(value))
+                .map(|a| a.pk)
+                .collect();
+            if !sharing.is_empty() {
+                sharing.sort_unstable();
+                sharing.insert(0, account.pk);
+                break 'decide (Situation::AccountTaken, evidence(sharing, vec![]));
+            }
             proposals.push((outcomes.len(), account.pk, value.to_owned()));
             (Situation::NewLink, evidence(vec![account.pk], vec![]))
         };

@@ -16,6 +16,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use futures_util::{pin_mut, TryStreamExt};
 use std::collections::HashSet;
 use std::str::FromStr;
+use std::sync::LazyLock;
 use tether_core::{
     settle, AccountRow, AccountType, Change, ChangeResult, ExternalIdField, Origin, Situation,
     UnknownName, UserRow,
@@ -345,66 +346,125 @@ WHERE i.external_id IS NOT NULL
   AND (h.pk IS NOT NULL OR (NOT $1::boolean AND u.external_id <> i.external_id))
 ORDER BY i.ord LIMIT 1";
 
-/// One statement: the upsert (rows that would not change are skipped by the `WHERE`), one
-/// audit entry per External ID written, and the counts. `before` reads the snapshot taken
-/// before the upsert, so it holds the External IDs being replaced.
-const USERS_UPSERT: &str = "
-WITH before AS (
-    SELECT u.id, u.external_id FROM users u JOIN import_users i ON i.id = u.id
-    WHERE i.external_id IS DISTINCT FROM u.external_id AND i.external_id IS NOT NULL
-), upserted AS (
-    INSERT INTO users AS u (id, username, email, email_key, display_name, active,
-                            external_id, external_id_origin, external_id_set_at)
-    SELECT id, username, email, email_key, display_name, active, external_id,
-           CASE WHEN external_id IS NOT NULL THEN 'import' END,
-           CASE WHEN external_id IS NOT NULL THEN $1::timestamptz END
-    FROM import_users ORDER BY ord
-    ON CONFLICT ON CONSTRAINT users_id DO UPDATE SET
-        username = EXCLUDED.username, email = EXCLUDED.email, email_key = EXCLUDED.email_key,
-        display_name = EXCLUDED.display_name, active = EXCLUDED.active,
-        external_id = coalesce(EXCLUDED.external_id, u.external_id),
-        external_id_origin = CASE WHEN coalesce(EXCLUDED.external_id, u.external_id) IS DISTINCT FROM u.external_id
-                                  THEN 'import' ELSE u.external_id_origin END,
-        external_id_set_at = CASE WHEN coalesce(EXCLUDED.external_id, u.external_id) IS DISTINCT FROM u.external_id
-                                  THEN $1::timestamptz ELSE u.external_id_set_at END
-    WHERE (u.username, u.email, u.email_key, u.display_name, u.active, u.external_id)
-          IS DISTINCT FROM (EXCLUDED.username, EXCLUDED.email, EXCLUDED.email_key, EXCLUDED.display_name,
-                            EXCLUDED.active, coalesce(EXCLUDED.external_id, u.external_id))
-    RETURNING u.pk, u.id, u.external_id, (u.xmax = 0) AS inserted
-), audited AS (
-    INSERT INTO audit (at, actor, origin, user_pk, old_value, new_value, reason)
-    SELECT $1::timestamptz, $2::text, 'import', up.pk, b.external_id, up.external_id, 'import'
-    FROM upserted up LEFT JOIN before b ON b.id = up.id
-    WHERE up.external_id IS NOT NULL AND (b.id IS NOT NULL OR up.inserted)
-    ORDER BY up.pk
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM upserted WHERE inserted),
-       (SELECT count(*) FROM upserted WHERE NOT inserted),
-       (SELECT count(*) FROM audited)";
+/// The assignments an import makes to a stored user `u` from the incoming row `new` (`i` in
+/// an `UPDATE … FROM`, `EXCLUDED` in `ON CONFLICT`). A blank External ID keeps the stored one.
+fn user_assignments(new: &str) -> String {
+    format!(
+        "username = {new}.username, email = {new}.email, email_key = {new}.email_key,
+         display_name = {new}.display_name, active = {new}.active,
+         external_id = coalesce({new}.external_id, u.external_id),
+         external_id_origin = CASE WHEN coalesce({new}.external_id, u.external_id) IS DISTINCT FROM u.external_id
+                                   THEN 'import' ELSE u.external_id_origin END,
+         external_id_set_at = CASE WHEN coalesce({new}.external_id, u.external_id) IS DISTINCT FROM u.external_id
+                                   THEN $1::timestamptz ELSE u.external_id_set_at END"
+    )
+}
+
+/// Whether the incoming row `new` would change the stored user `u`.
+fn user_differs(new: &str) -> String {
+    format!(
+        "(u.username, u.email, u.email_key, u.display_name, u.active, u.external_id)
+         IS DISTINCT FROM ({new}.username, {new}.email, {new}.email_key, {new}.display_name, {new}.active,
+                           coalesce({new}.external_id, u.external_id))"
+    )
+}
+
+/// One statement writes an import: existing users that differ are updated through a hash
+/// join (identical rows are neither written nor locked, so a re-import writes nothing), the
+/// missing ones are inserted in file order (`ON CONFLICT` covers a concurrent insert of the
+/// same id), every External ID written gets an audit entry, and the counts come back.
+/// `before` reads the snapshot taken before the writes: the External IDs being replaced.
+/// $1 at, $2 actor.
+static USERS_WRITE: LazyLock<String> = LazyLock::new(|| {
+    let (set_from_file, file_differs) = (user_assignments("i"), user_differs("i"));
+    let (set_from_excluded, excluded_differs) =
+        (user_assignments("EXCLUDED"), user_differs("EXCLUDED"));
+    format!(
+        "WITH before AS (
+             SELECT u.id, u.external_id FROM users u JOIN import_users i ON i.id = u.id
+             WHERE i.external_id IS DISTINCT FROM u.external_id AND i.external_id IS NOT NULL
+         ), updated AS (
+             UPDATE users u SET {set_from_file}
+             FROM import_users i WHERE u.id = i.id AND {file_differs}
+             RETURNING u.pk, u.id, u.external_id, false AS inserted
+         ), inserted AS (
+             INSERT INTO users AS u (id, username, email, email_key, display_name, active,
+                                     external_id, external_id_origin, external_id_set_at)
+             SELECT id, username, email, email_key, display_name, active, external_id,
+                    CASE WHEN external_id IS NOT NULL THEN 'import' END,
+                    CASE WHEN external_id IS NOT NULL THEN $1::timestamptz END
+             FROM import_users i WHERE NOT EXISTS (SELECT 1 FROM users e WHERE e.id = i.id)
+             ORDER BY i.ord
+             ON CONFLICT ON CONSTRAINT users_id DO UPDATE SET {set_from_excluded} WHERE {excluded_differs}
+             RETURNING u.pk, u.id, u.external_id, (u.xmax = 0) AS inserted
+         ), written AS (
+             SELECT * FROM updated UNION ALL SELECT * FROM inserted
+         ), audited AS (
+             INSERT INTO audit (at, actor, origin, user_pk, old_value, new_value, reason)
+             SELECT $1::timestamptz, $2::text, 'import', w.pk, b.external_id, w.external_id, 'import'
+             FROM written w LEFT JOIN before b ON b.id = w.id
+             WHERE w.external_id IS NOT NULL AND (b.id IS NOT NULL OR w.inserted)
+             ORDER BY w.pk
+             RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM written WHERE inserted),
+                (SELECT count(*) FROM written WHERE NOT inserted),
+                (SELECT count(*) FROM audited)"
+    )
+});
 
 const STAGE_ACCOUNTS: &str = r#"
 CREATE TEMP TABLE import_accounts (
-    account_id text COLLATE "C" NOT NULL, username text COLLATE "C", key text COLLATE "C", email text,
-    email_key text COLLATE "C", display_name text NOT NULL, active boolean NOT NULL, account_type text NOT NULL
+    ord bigint NOT NULL, account_id text COLLATE "C" NOT NULL, username text COLLATE "C",
+    key text COLLATE "C", email text, email_key text COLLATE "C", display_name text NOT NULL,
+    active boolean NOT NULL, account_type text NOT NULL
 ) ON COMMIT DROP"#;
 
-const ACCOUNTS_UPSERT: &str = "
-WITH upserted AS (
-    INSERT INTO accounts AS a (source_pk, account_id, username, key, email, email_key, display_name,
-                               active, account_type)
-    SELECT $1, account_id, username, key, email, email_key, display_name, active, account_type
-    FROM import_accounts
-    ON CONFLICT ON CONSTRAINT accounts_source_account_id DO UPDATE SET
-        username = EXCLUDED.username, key = EXCLUDED.key, email = EXCLUDED.email,
-        email_key = EXCLUDED.email_key, display_name = EXCLUDED.display_name,
-        active = EXCLUDED.active, account_type = EXCLUDED.account_type
-    WHERE (a.username, a.key, a.email, a.email_key, a.display_name, a.active, a.account_type)
-          IS DISTINCT FROM (EXCLUDED.username, EXCLUDED.key, EXCLUDED.email, EXCLUDED.email_key,
-                            EXCLUDED.display_name, EXCLUDED.active, EXCLUDED.account_type)
-    RETURNING (a.xmax = 0) AS inserted
-)
-SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM upserted";
+fn account_assignments(new: &str) -> String {
+    format!(
+        "username = {new}.username, key = {new}.key, email = {new}.email, email_key = {new}.email_key,
+         display_name = {new}.display_name, active = {new}.active, account_type = {new}.account_type"
+    )
+}
+
+fn account_differs(new: &str) -> String {
+    format!(
+        "(a.username, a.key, a.email, a.email_key, a.display_name, a.active, a.account_type)
+         IS DISTINCT FROM ({new}.username, {new}.key, {new}.email, {new}.email_key, {new}.display_name,
+                           {new}.active, {new}.account_type)"
+    )
+}
+
+/// Like [`USERS_WRITE`] for one source's accounts, without External IDs. $1 source.
+static ACCOUNTS_WRITE: LazyLock<String> = LazyLock::new(|| {
+    let (set_from_file, file_differs) = (account_assignments("i"), account_differs("i"));
+    let (set_from_excluded, excluded_differs) =
+        (account_assignments("EXCLUDED"), account_differs("EXCLUDED"));
+    format!(
+        "WITH updated AS (
+             UPDATE accounts a SET {set_from_file}
+             FROM import_accounts i
+             WHERE a.source_pk = $1 AND a.account_id = i.account_id AND {file_differs}
+             RETURNING false AS inserted
+         ), inserted AS (
+             INSERT INTO accounts AS a (source_pk, account_id, username, key, email, email_key,
+                                        display_name, active, account_type)
+             SELECT $1, account_id, username, key, email, email_key, display_name, active, account_type
+             FROM import_accounts i
+             WHERE NOT EXISTS (SELECT 1 FROM accounts e WHERE e.source_pk = $1 AND e.account_id = i.account_id)
+             ORDER BY i.ord
+             ON CONFLICT ON CONSTRAINT accounts_source_account_id DO UPDATE SET {set_from_excluded}
+             WHERE {excluded_differs}
+             RETURNING (a.xmax = 0) AS inserted
+         ), written AS (
+             SELECT * FROM updated UNION ALL SELECT * FROM inserted
+         )
+         SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"
+    )
+});
+
+/// Sorts and hash joins over a million staged rows stay in memory instead of spilling.
+const BULK_WORK_MEM: &str = "SET LOCAL work_mem = '256MB'";
 
 fn summary_from(row: &Row, total: usize, external_ids_set: u64) -> Result<ImportSummary> {
     let inserted = to_u64(row.try_get(0)?, "count")?;
@@ -622,6 +682,7 @@ impl PgStore {
     ) -> Result<ImportSummary> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        tx.batch_execute(BULK_WORK_MEM).await?;
         tx.batch_execute(STAGE_USERS).await?;
         let writer = copy_writer(
             &tx,
@@ -675,7 +736,7 @@ impl PgStore {
         }
 
         let counts = tx
-            .query_one(USERS_UPSERT, &[&options.at, &options.actor])
+            .query_one(USERS_WRITE.as_str(), &[&options.at, &options.actor])
             .await?;
         let external_ids_set = to_u64(counts.try_get(2)?, "count")?;
         let summary = summary_from(&counts, rows.len(), external_ids_set)?;
@@ -703,19 +764,21 @@ impl PgStore {
                 "source {source_pk} does not exist"
             )));
         }
+        tx.batch_execute(BULK_WORK_MEM).await?;
         tx.batch_execute(STAGE_ACCOUNTS).await?;
         let writer = copy_writer(
             &tx,
-            "COPY import_accounts (account_id, username, key, email, email_key, display_name, active, \
+            "COPY import_accounts (ord, account_id, username, key, email, email_key, display_name, active, \
              account_type) FROM STDIN (FORMAT binary)",
-            &[Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::BOOL, Type::TEXT],
+            &[Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::BOOL, Type::TEXT],
         )
         .await?;
         pin_mut!(writer);
-        for account in rows {
+        for (ord, account) in (0_i64..).zip(rows) {
             writer
                 .as_mut()
                 .write(&[
+                    &ord,
                     &account.account_id,
                     &account.username,
                     &account.key,
@@ -731,7 +794,7 @@ impl PgStore {
         if rows.len() >= ANALYZE_THRESHOLD {
             tx.batch_execute("ANALYZE import_accounts").await?;
         }
-        let counts = tx.query_one(ACCOUNTS_UPSERT, &[&source_pk]).await?;
+        let counts = tx.query_one(ACCOUNTS_WRITE.as_str(), &[&source_pk]).await?;
         let summary = summary_from(&counts, rows.len(), 0)?;
         tx.commit().await?;
         Ok(summary)
