@@ -38,7 +38,8 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<()>> + Send;
 
     // --- bulk import -----------------------------------------------------------------------
-    /// Inserts or updates users by `id`, all or nothing. Rows must already be validated
+    /// Inserts or updates users by `id`, all or nothing, in file order (so an External ID can
+    /// move to a user once an earlier row took it from its holder). Rows must already be validated
     /// (unique ids and External IDs within the batch). An External ID held by another user
     /// is `Conflict { constraint: "users_external_id" }` naming nothing written. A row whose
     /// External ID is blank leaves the stored one alone; a row whose External ID differs
@@ -78,6 +79,7 @@ pub trait Store: Send + Sync {
         run_pk: i64,
         finish: &RunFinish,
     ) -> impl Future<Output = Result<()>> + Send;
+    /// A source's runs, newest first; an unfinished run's summary is `{}`.
     fn list_runs(
         &self,
         source_pk: i64,
@@ -98,6 +100,7 @@ pub trait Store: Send + Sync {
         ident: &str,
         email_key: Option<&str>,
     ) -> impl Future<Output = Result<Vec<UserRecord>>> + Send;
+    /// Users in the order of `pks`; unknown keys are skipped (likewise `get_accounts_by_pk`).
     fn get_users_by_pk(&self, pks: &[i64]) -> impl Future<Output = Result<Vec<UserRecord>>> + Send;
     fn get_accounts_by_pk(
         &self,

@@ -493,36 +493,49 @@ CREATE TEMP TABLE apply_changes (
     ord bigint NOT NULL, user_pk bigint NOT NULL, old text COLLATE "C", new text COLLATE "C" NOT NULL
 ) ON COMMIT DROP"#;
 
-/// Locks the users a batch changes, in pk order, so their state holds until commit and two
-/// batches never deadlock.
-const LOCK_CHANGED_USERS: &str = "
-SELECT count(*) FROM (
-    SELECT 1 FROM users WHERE pk IN (SELECT user_pk FROM apply_changes) ORDER BY pk FOR UPDATE
-) locked";
-
-/// One statement: what each change finds, the writes where the user still holds `old`, is not
-/// excluded and nobody holds the value, their audit entries, and one row per change to
-/// classify. $1 origin, $2 at, $3 actor, $4 run.
-const APPLY_CHANGES: &str = "
-WITH seen AS (
+/// What each staged change finds now: whether the user exists, its External ID, whether it is
+/// excluded, and who holds the new value. The lookups are index probes (`OFFSET 0` keeps the
+/// planner from turning a batch of probes into a walk over the whole users index).
+const SEEN_CHANGES: &str = "
     SELECT c.ord, c.user_pk, c.old, c.new, u.pk IS NOT NULL AS present, u.external_id,
            coalesce(u.excluded, false) AS excluded,
            (SELECT h.pk FROM users h WHERE h.external_id = c.new) AS holder_pk
-    FROM apply_changes c LEFT JOIN users u ON u.pk = c.user_pk
-), updated AS (
-    UPDATE users u SET external_id = s.new, external_id_origin = $1::text, external_id_set_at = $2::timestamptz
-    FROM seen s
-    WHERE u.pk = s.user_pk AND s.holder_pk IS NULL
-      AND u.external_id IS NOT DISTINCT FROM s.old AND NOT u.excluded
-    RETURNING s.ord, u.pk, s.old, s.new
-), audited AS (
-    INSERT INTO audit (at, actor, origin, user_pk, old_value, new_value, reason, run_pk)
-    SELECT $2::timestamptz, $3::text, $1::text, pk, old, new, 'new_link', $4::bigint
-    FROM updated ORDER BY ord
-)
-SELECT s.ord, d.ord IS NOT NULL, s.present, s.external_id, s.excluded, s.holder_pk
-FROM seen s LEFT JOIN updated d ON d.ord = s.ord
-ORDER BY s.ord";
+    FROM apply_changes c
+    LEFT JOIN LATERAL (SELECT pk, external_id, excluded FROM users WHERE pk = c.user_pk OFFSET 0) u ON true";
+
+/// One statement: what each change finds, the writes where the user still holds `old`, is not
+/// excluded and nobody holds the value, their audit entries, and one row per change to
+/// classify. The `UPDATE` re-checks its `WHERE` on the latest row version after waiting for a
+/// concurrent writer, so nothing is overwritten; a change refused that way is re-read by
+/// [`RESEEN_CHANGES`]. $1 origin, $2 at, $3 actor, $4 run.
+static APPLY_CHANGES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH seen AS ({SEEN_CHANGES}
+         ), updated AS (
+             UPDATE users u SET external_id = s.new, external_id_origin = $1::text,
+                                external_id_set_at = $2::timestamptz
+             FROM seen s
+             WHERE u.pk = s.user_pk AND s.holder_pk IS NULL
+               AND u.external_id IS NOT DISTINCT FROM s.old AND NOT u.excluded
+             RETURNING s.ord, u.pk, s.old, s.new
+         ), audited AS (
+             INSERT INTO audit (at, actor, origin, user_pk, old_value, new_value, reason, run_pk)
+             SELECT $2::timestamptz, $3::text, $1::text, pk, old, new, 'new_link', $4::bigint
+             FROM updated ORDER BY ord
+         )
+         SELECT s.ord, d.ord IS NOT NULL, s.present, s.external_id, s.excluded, s.holder_pk
+         FROM seen s LEFT JOIN updated d ON d.ord = s.ord
+         ORDER BY s.ord"
+    )
+});
+
+/// The changes given by position ($1), read again in a new snapshot.
+static RESEEN_CHANGES: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT s.ord, false, s.present, s.external_id, s.excluded, s.holder_pk
+         FROM ({SEEN_CHANGES}) s WHERE s.ord = ANY($1) ORDER BY s.ord"
+    )
+});
 
 const STAGE_OUTCOMES: &str = "
 CREATE TEMP TABLE apply_outcomes (
@@ -538,14 +551,16 @@ ON CONFLICT (source_pk, user_pk) DO UPDATE SET
 WHERE (o.situation, o.evidence) IS DISTINCT FROM (EXCLUDED.situation, EXCLUDED.evidence)";
 
 /// What a change found. The order matches the SQLite store: gone, already holding the value,
-/// holding another value than the plan saw, excluded, and only then another holder.
-fn change_result(change: &Change, row: &Row) -> Result<ChangeResult> {
+/// holding another value than the plan saw, excluded, and only then another holder. `None`
+/// when the row says the change should have been written: a concurrent writer changed it
+/// after the statement's snapshot, and it must be read again.
+fn change_result(change: &Change, row: &Row) -> Result<Option<ChangeResult>> {
     let applied: bool = row.try_get(1)?;
     let present: bool = row.try_get(2)?;
     let current: Option<String> = row.try_get(3)?;
     let excluded: bool = row.try_get(4)?;
     let holder_pk: Option<i64> = row.try_get(5)?;
-    Ok(if applied {
+    Ok(Some(if applied {
         ChangeResult::Applied
     } else if !present {
         ChangeResult::Gone
@@ -561,12 +576,13 @@ fn change_result(change: &Change, row: &Row) -> Result<ChangeResult> {
     } else if let Some(holder_pk) = holder_pk {
         ChangeResult::Taken { holder_pk }
     } else {
-        return Err(StoreError::Corrupt(format!(
-            "the change of user {} was neither written nor refused",
-            change.user_pk
-        )));
-    })
+        return Ok(None);
+    }))
 }
+
+/// A batch whose outcome a concurrent writer made unclear: run it again from the start.
+#[derive(Debug)]
+struct LostRace;
 
 /// Refuses a batch that names a user or a value twice: its writes would depend on order.
 fn check_batch(changes: &[Change]) -> Result<()> {
@@ -868,7 +884,11 @@ impl PgStore {
         Ok(row.try_get(0)?)
     }
 
-    async fn apply_batch_tx(&self, batch: &ApplyBatch<'_>) -> Result<Vec<ChangeResult>> {
+    /// One attempt at a batch; `Err(LostRace)` asks for another.
+    async fn apply_batch_tx(
+        &self,
+        batch: &ApplyBatch<'_>,
+    ) -> Result<Result<Vec<ChangeResult>, LostRace>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
 
@@ -892,10 +912,9 @@ impl PgStore {
             if batch.changes.len() >= ANALYZE_THRESHOLD {
                 tx.batch_execute("ANALYZE apply_changes").await?;
             }
-            tx.query_one(LOCK_CHANGED_USERS, &[]).await?;
             let rows = tx
                 .query(
-                    APPLY_CHANGES,
+                    APPLY_CHANGES.as_str(),
                     &[
                         &batch.origin.as_str(),
                         &batch.at,
@@ -911,8 +930,32 @@ impl PgStore {
                     rows.len()
                 )));
             }
-            for (change, row) in batch.changes.iter().zip(&rows) {
-                results.push(change_result(change, row)?);
+            let mut raced = Vec::new();
+            for ((ord, change), row) in (0_i64..).zip(batch.changes).zip(&rows) {
+                match change_result(change, row)? {
+                    Some(result) => results.push(result),
+                    None => {
+                        raced.push(ord);
+                        results.push(ChangeResult::Gone); // replaced below
+                    }
+                }
+            }
+            if !raced.is_empty() {
+                for row in tx.query(RESEEN_CHANGES.as_str(), &[&raced]).await? {
+                    let index = usize::try_from(row.try_get::<_, i64>(0)?)
+                        .map_err(|_| StoreError::Corrupt("negative change position".into()))?;
+                    let (Some(change), Some(slot)) =
+                        (batch.changes.get(index), results.get_mut(index))
+                    else {
+                        return Err(StoreError::Corrupt(format!(
+                            "no change at position {index}"
+                        )));
+                    };
+                    match change_result(change, &row)? {
+                        Some(result) => *slot = result,
+                        None => return Ok(Err(LostRace)),
+                    }
+                }
             }
         }
 
@@ -958,7 +1001,7 @@ impl PgStore {
                 .await?;
         }
         tx.commit().await?;
-        Ok(results)
+        Ok(Ok(results))
     }
 
     async fn finish_run_tx(&self, run_pk: i64, finish: &RunFinish) -> Result<()> {
@@ -1134,12 +1177,25 @@ impl Store for PgStore {
         check_batch(batch.changes)?;
         let mut attempt = 1;
         loop {
-            match self.apply_batch_tx(batch).await {
+            let outcome = self.apply_batch_tx(batch).await;
+            let retry = match &outcome {
+                Ok(Err(LostRace)) => true,
                 // A concurrent writer took a value after this attempt looked: the rolled-back
                 // attempt's checks will see it next time.
-                Err(err) if attempt < APPLY_ATTEMPTS && is_retryable(&err) => attempt += 1,
-                result => return result.map_err(classify),
+                Err(err) => is_retryable(err),
+                Ok(Ok(_)) => false,
+            };
+            if retry && attempt < APPLY_ATTEMPTS {
+                attempt += 1;
+                continue;
             }
+            return match outcome {
+                Ok(Ok(results)) => Ok(results),
+                Ok(Err(LostRace)) => Err(StoreError::Invalid(format!(
+                    "concurrent writers kept changing these users; gave up after {APPLY_ATTEMPTS} attempts"
+                ))),
+                Err(err) => Err(classify(err)),
+            };
         }
     }
     async fn finish_run(&self, run_pk: i64, finish: &RunFinish) -> Result<()> {

@@ -123,9 +123,31 @@ fn migrate(connection: &mut Connection) -> Result<()> {
     Ok(())
 }
 
+/// Timestamps are stored as RFC 3339 text in UTC with exactly six fraction digits, so they
+/// sort as text and round-trip to the microsecond, as PostgreSQL's `timestamptz` does.
 fn ts(at: Timestamp) -> Result<String> {
-    at.format(&Rfc3339)
-        .map_err(|e| StoreError::Corrupt(format!("timestamp: {e}")))
+    let utc = at.to_offset(time::UtcOffset::UTC);
+    let micros = utc.nanosecond() / 1_000 * 1_000;
+    let utc = utc
+        .replace_nanosecond(micros)
+        .map_err(|e| StoreError::Corrupt(format!("timestamp: {e}")))?;
+    utc.format(time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    ))
+    .map_err(|e| StoreError::Corrupt(format!("timestamp: {e}")))
+}
+
+fn require_source(c: &Connection, source_pk: i64) -> Result<()> {
+    let exists: bool = c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sources WHERE pk = ?1)",
+        [source_pk],
+        |r| r.get(0),
+    )?;
+    if exists {
+        Ok(())
+    } else {
+        Err(StoreError::NotFound(format!("source {source_pk}")))
+    }
 }
 
 fn parse_ts(text: &str) -> rusqlite::Result<Timestamp> {
@@ -504,6 +526,7 @@ impl Store for SqliteStore {
     ) -> Result<ImportSummary> {
         self.write(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            require_source(&tx, source_pk)?;
             let count = |tx: &Transaction<'_>| -> Result<i64> {
                 Ok(tx.query_row("SELECT count(*) FROM accounts WHERE source_pk = ?1", [source_pk], |r| r.get(0))?)
             };
@@ -601,6 +624,7 @@ impl Store for SqliteStore {
     async fn insert_run(&self, run: &NewRun) -> Result<i64> {
         let started_at = ts(run.started_at)?;
         self.write(|c| {
+            require_source(c, run.source_pk)?;
             Ok(c.query_row(
                 "INSERT INTO runs (source_pk, kind, dry_run, external_id_field, actor, started_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING pk",
@@ -645,10 +669,13 @@ impl Store for SqliteStore {
         let finished_at = ts(finish.finished_at)?;
         let summary = finish.summary.to_string();
         self.write(|c| {
-            c.execute(
+            let n = c.execute(
                 "UPDATE runs SET finished_at = ?1, state = ?2, summary = ?3, applied = ?4 WHERE pk = ?5",
                 params![finished_at, finish.state, summary, finish.applied as i64, run_pk],
             )?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("run {run_pk}")));
+            }
             Ok(())
         })
     }

@@ -128,6 +128,10 @@ pub async fn list_users_pages_and_filters(store: &impl Store) {
             .expect("list_users");
         assert!(page.len() <= 5, "the limit holds with a filter");
         let Some(last) = page.last() else { break };
+        assert!(
+            after_pk.is_none_or(|after| page[0].pk > after),
+            "a page starts after after_pk"
+        );
         after_pk = Some(last.pk);
         linked_pks.extend(pks(&page));
         assert!(linked_pks.len() <= 13, "paging ends");

@@ -277,6 +277,17 @@ pub async fn all_users(store: &impl Store) -> Vec<UserRecord> {
             .await
             .expect("list_users");
         let Some(last) = page.last() else { break };
+        // A store that repeats a row would page forever: fail instead.
+        assert!(
+            page.len() <= 500,
+            "list_users exceeded its limit: {} rows",
+            page.len()
+        );
+        assert!(
+            page.windows(2).all(|w| w[0].pk < w[1].pk) && after_pk.is_none_or(|after| page[0].pk > after),
+            "list_users pages must be ordered by pk and start after after_pk ({after_pk:?}): got {:?}",
+            page.iter().map(|u| u.pk).collect::<Vec<_>>()
+        );
         after_pk = Some(last.pk);
         users.extend(page);
     }
