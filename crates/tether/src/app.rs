@@ -63,6 +63,46 @@ pub struct ImportReport {
     pub summary: ImportSummary,
 }
 
+impl ImportReport {
+    fn new<T>(path: &Path, parsed: &files::Parsed<T>, summary: ImportSummary) -> Self {
+        ImportReport {
+            file: path.display().to_string(),
+            rows: parsed.rows.len() as u64,
+            skipped: parsed.problem_count as u64,
+            summary,
+        }
+    }
+}
+
+/// How to import a file.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ImportFileOptions {
+    /// Import the valid rows and report the others, instead of refusing the file.
+    pub skip_invalid: bool,
+    /// Overwrite stored External IDs that differ from the file's (users only; audited).
+    pub replace_external_ids: bool,
+}
+
+/// Parses an import file; any problem refuses it unless `skip_invalid`.
+fn read_file<T>(
+    path: &Path,
+    skip_invalid: bool,
+    read: fn(std::fs::File, Format) -> files::Parsed<T>,
+    progress: &dyn Progress,
+) -> AppResult<files::Parsed<T>> {
+    let format = Format::of(path).map_err(AppError::Input)?;
+    let file = open(path)?;
+    progress.phase("reading file", None);
+    let parsed = read(file, format);
+    if parsed.problem_count > 0 && !skip_invalid {
+        return Err(AppError::Input(format!(
+            "{}\nnothing was imported; fix the file, or pass --skip-invalid to import the valid rows",
+            parsed.report(path)
+        )));
+    }
+    Ok(parsed)
+}
+
 /// The result of a reconcile run.
 #[derive(Debug, Serialize)]
 pub struct ReconcileReport {
@@ -185,31 +225,22 @@ impl App {
     pub async fn import_users(
         &self,
         path: &Path,
-        skip_invalid: bool,
-        replace_external_ids: bool,
+        options: ImportFileOptions,
         at: Timestamp,
+        progress: &dyn Progress,
     ) -> AppResult<ImportReport> {
-        let format = Format::of(path).map_err(AppError::Input)?;
-        let file = open(path)?;
-        let parsed = files::read_users(file, format);
-        if parsed.problem_count > 0 && !skip_invalid {
-            return Err(AppError::Input(format!(
-                "{}\nnothing was imported; fix the file, or pass --skip-invalid to import the valid rows",
-                parsed.report(path)
-            )));
-        }
-        let options = ImportOptions {
+        let parsed = read_file(path, options.skip_invalid, files::read_users, progress)?;
+        progress.phase("writing users", None);
+        let store_options = ImportOptions {
             actor: &self.actor,
             at,
-            replace_external_ids,
+            replace_external_ids: options.replace_external_ids,
         };
-        let summary = self.store.import_users(&parsed.rows, &options).await?;
-        Ok(ImportReport {
-            file: path.display().to_string(),
-            rows: parsed.rows.len() as u64,
-            skipped: parsed.problem_count as u64,
-            summary,
-        })
+        let summary = self
+            .store
+            .import_users(&parsed.rows, &store_options)
+            .await?;
+        Ok(ImportReport::new(path, &parsed, summary))
     }
 
     /// Imports one source's accounts from a file, all or nothing unless `skip_invalid`.
@@ -217,29 +248,18 @@ impl App {
         &self,
         path: &Path,
         source: &str,
-        skip_invalid: bool,
+        options: ImportFileOptions,
         at: Timestamp,
+        progress: &dyn Progress,
     ) -> AppResult<ImportReport> {
         let source = self.source(Some(source)).await?;
-        let format = Format::of(path).map_err(AppError::Input)?;
-        let file = open(path)?;
-        let parsed = files::read_accounts(file, format);
-        if parsed.problem_count > 0 && !skip_invalid {
-            return Err(AppError::Input(format!(
-                "{}\nnothing was imported; fix the file, or pass --skip-invalid to import the valid rows",
-                parsed.report(path)
-            )));
-        }
+        let parsed = read_file(path, options.skip_invalid, files::read_accounts, progress)?;
+        progress.phase("writing accounts", None);
         let summary = self
             .store
             .import_accounts(source.pk, &parsed.rows, at)
             .await?;
-        Ok(ImportReport {
-            file: path.display().to_string(),
-            rows: parsed.rows.len() as u64,
-            skipped: parsed.problem_count as u64,
-            summary,
-        })
+        Ok(ImportReport::new(path, &parsed, summary))
     }
 
     /// Plans one source and, unless `dry_run`, applies the plan in batches (DESIGN §2 Plan).

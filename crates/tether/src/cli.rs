@@ -1,7 +1,9 @@
 //! The command line (DESIGN §5): argument definitions and rendering. Each command parses its
 //! arguments, calls one application function, and prints the result.
 
-use crate::app::{App, Diagnosis, Progress, ReconcileOptions, ReconcileReport, Who};
+use crate::app::{
+    App, Diagnosis, ImportFileOptions, Progress, ReconcileOptions, ReconcileReport, Who,
+};
 use crate::clock;
 use crate::error::{AppError, AppResult};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -252,9 +254,13 @@ pub async fn run(app: &App, command: Command) -> AppResult<()> {
             skip_invalid,
             replace_external_ids,
         }) => {
-            let report = app
-                .import_users(&file, skip_invalid, replace_external_ids, clock::now())
-                .await?;
+            let options = ImportFileOptions {
+                skip_invalid,
+                replace_external_ids,
+            };
+            let bar = Bar::new();
+            let report = app.import_users(&file, options, clock::now(), &bar).await?;
+            drop(bar);
             let s = &report.summary;
             println!(
                 "{}: {} rows; {} inserted, {} updated, {} unchanged; {} External IDs set{}",
@@ -272,9 +278,15 @@ pub async fn run(app: &App, command: Command) -> AppResult<()> {
             source,
             skip_invalid,
         }) => {
+            let options = ImportFileOptions {
+                skip_invalid,
+                replace_external_ids: false,
+            };
+            let bar = Bar::new();
             let report = app
-                .import_accounts(&file, &source, skip_invalid, clock::now())
+                .import_accounts(&file, &source, options, clock::now(), &bar)
                 .await?;
+            drop(bar);
             let s = &report.summary;
             println!(
                 "{}: {} accounts for source {source}; {} inserted, {} updated, {} unchanged{}",
