@@ -371,10 +371,11 @@ fn user_differs(new: &str) -> String {
 
 /// One statement writes an import: existing users that differ are updated through a hash
 /// join (identical rows are neither written nor locked, so a re-import writes nothing), the
-/// missing ones are inserted in file order (`ON CONFLICT` covers a concurrent insert of the
-/// same id), every External ID written gets an audit entry, and the counts come back.
-/// `before` reads the snapshot taken before the writes: the External IDs being replaced.
-/// $1 at, $2 actor.
+/// missing ones are inserted in file order, every External ID written gets an audit entry,
+/// and the counts come back: inserted, updated, audited, and raced, the users another writer
+/// inserted differently since this statement's snapshot (`ON CONFLICT` met them; the caller
+/// refuses the import, since they skipped the External ID checks). `before` reads the
+/// snapshot: the External IDs being replaced. $1 at, $2 actor.
 static USERS_WRITE: LazyLock<String> = LazyLock::new(|| {
     let (set_from_file, file_differs) = (user_assignments("i"), user_differs("i"));
     let (set_from_excluded, excluded_differs) =
@@ -407,9 +408,10 @@ static USERS_WRITE: LazyLock<String> = LazyLock::new(|| {
              ORDER BY w.pk
              RETURNING 1
          )
-         SELECT (SELECT count(*) FROM written WHERE inserted),
-                (SELECT count(*) FROM written WHERE NOT inserted),
-                (SELECT count(*) FROM audited)"
+         SELECT (SELECT count(*) FROM inserted WHERE inserted),
+                (SELECT count(*) FROM updated),
+                (SELECT count(*) FROM audited),
+                (SELECT count(*) FROM inserted WHERE NOT inserted)"
     )
 });
 
@@ -754,6 +756,18 @@ impl PgStore {
         let counts = tx
             .query_one(USERS_WRITE.as_str(), &[&options.at, &options.actor])
             .await?;
+        let raced = to_u64(counts.try_get(3)?, "count")?;
+        if raced > 0 {
+            // Dropping the transaction rolls the import back; a second run sees these users
+            // as existing and checks them like any other.
+            return Err(StoreError::Conflict {
+                constraint: "users_id",
+                message: format!(
+                    "{raced} of these users were added by someone else while the import ran; \
+                     nothing was written: import again"
+                ),
+            });
+        }
         let external_ids_set = to_u64(counts.try_get(2)?, "count")?;
         let summary = summary_from(&counts, rows.len(), external_ids_set)?;
         tx.commit().await?;
@@ -1227,5 +1241,424 @@ impl Store for PgStore {
     }
     async fn ping(&self) -> Result<()> {
         self.ping_tx().await.map_err(classify)
+    }
+}
+
+/// PostgreSQL-specific machinery: the migration runner, the set-based import's promise to
+/// write nothing for identical rows, and the races `apply_batch` must survive. The behaviours
+/// both stores share are in the contract suite (`tests/`). Like it, these run against the
+/// server in `TETHER_TEST_PG_URL` (see `scripts/pg-cluster.sh`), each in a new database.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use time::macros::datetime;
+
+    const AT: Timestamp = datetime!(2025-03-01 09:00:00.123456 UTC);
+
+    /// A new, empty database on the test server.
+    async fn new_database(name: &str) -> tokio_postgres::Config {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let url = std::env::var("TETHER_TEST_PG_URL").unwrap_or_else(|_| {
+            panic!(
+                "TETHER_TEST_PG_URL is not set: start a cluster with scripts/pg-cluster.sh start DIR \
+                 and export the URL it prints"
+            )
+        });
+        let database = format!(
+            "tether_pg_{name}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let admin = connect(&url.parse().unwrap()).await;
+        admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {database}"))
+            .await
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {database}"))
+            .await
+            .unwrap();
+        let mut config: tokio_postgres::Config = url.parse().unwrap();
+        config.dbname(&database);
+        config
+    }
+
+    /// Drops a test's database (a failed test keeps its own, to look at).
+    async fn drop_database(config: &tokio_postgres::Config) {
+        let url = std::env::var("TETHER_TEST_PG_URL").unwrap();
+        let name = config.get_dbname().unwrap();
+        connect(&url.parse().unwrap())
+            .await
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
+            .unwrap();
+    }
+
+    async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
+        let (client, connection) = config.connect(NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+    }
+
+    fn user(id: &str, external_id: Option<&str>) -> NewUser {
+        NewUser {
+            id: id.to_owned(),
+            username: id.to_owned(),
+            email: Some(format!("{id}@example.com")),
+            email_key: Some(format!("{id}@example.com")),
+            display_name: id.to_uppercase(),
+            active: true,
+            external_id: external_id.map(str::to_owned),
+        }
+    }
+
+    async fn user_pk(store: &PgStore, id: &str) -> i64 {
+        store.find_users(id, None).await.unwrap()[0].pk
+    }
+
+    /// Waits until some backend of the database is blocked on a lock.
+    async fn until_blocked(client: &tokio_postgres::Client) {
+        loop {
+            let blocked: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if blocked > 0 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_starting_together_migrate_once() {
+        let config = new_database("migrate").await;
+        let (a, b, c) = tokio::join!(
+            PgStore::open_config(config.clone()),
+            PgStore::open_config(config.clone()),
+            PgStore::open_config(config.clone()),
+        );
+        for store in [a, b, c] {
+            store.unwrap().ping().await.unwrap();
+        }
+        let client = connect(&config).await;
+        let versions: Vec<i64> = client
+            .query(
+                "SELECT version FROM schema_migrations ORDER BY version",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let known: Vec<i64> = MIGRATIONS.iter().map(|&(version, _)| version).collect();
+        assert_eq!(versions, known);
+        drop_database(&config).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_schema_newer_than_this_build_is_refused() {
+        let config = new_database("newer").await;
+        PgStore::open_config(config.clone()).await.unwrap();
+        connect(&config)
+            .await
+            .batch_execute("INSERT INTO schema_migrations VALUES (9999)")
+            .await
+            .unwrap();
+        match PgStore::open_config(config.clone()).await {
+            Err(StoreError::Invalid(message)) => assert!(message.contains("9999"), "{message}"),
+            other => panic!("expected Invalid, got {:?}", other.err()),
+        }
+        drop_database(&config).await;
+    }
+
+    /// `INSERT … ON CONFLICT DO UPDATE … WHERE` would lock (and so write) every identical row;
+    /// the import's `UPDATE … FROM` touches only rows that differ.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reimporting_identical_users_neither_writes_nor_locks_them() {
+        let config = new_database("reimport").await;
+        let store = PgStore::open_config(config.clone()).await.unwrap();
+        let rows: Vec<NewUser> = (0..50)
+            .map(|i| NewUser {
+                external_id: (i % 5 == 0).then(|| format!("ext-{i}")),
+                ..user(&format!("user{i}"), None)
+            })
+            .collect();
+        let options = ImportOptions {
+            actor: "test",
+            at: AT,
+            replace_external_ids: false,
+        };
+        store.import_users(&rows, &options).await.unwrap();
+        let client = connect(&config).await;
+        let versions =
+            "SELECT string_agg(xmin::text || '/' || xmax::text, ',' ORDER BY pk) FROM users";
+        let before: String = client.query_one(versions, &[]).await.unwrap().get(0);
+
+        let summary = store.import_users(&rows, &options).await.unwrap();
+        assert_eq!(
+            summary,
+            ImportSummary {
+                inserted: 0,
+                updated: 0,
+                unchanged: 50,
+                external_ids_set: 0
+            }
+        );
+        let after: String = client.query_one(versions, &[]).await.unwrap().get(0);
+        assert_eq!(
+            before, after,
+            "an identical re-import rewrote or locked rows"
+        );
+        let audited: i64 = client
+            .query_one("SELECT count(*) FROM audit", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(audited, 10);
+        drop_database(&config).await;
+    }
+
+    /// A writer that commits after `apply_batch` took its snapshot: the `UPDATE` waits for
+    /// it, re-checks and skips the user, and the change is re-read as `Changed`. A value taken
+    /// meanwhile makes the write fail on `users_external_id`, and the retried batch reports
+    /// `Taken`. Neither leaves an audit entry.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn apply_batch_rereads_and_retries_after_losing_a_race() {
+        let config = new_database("race").await;
+        let store = std::sync::Arc::new(PgStore::open_config(config.clone()).await.unwrap());
+        let options = ImportOptions {
+            actor: "test",
+            at: AT,
+            replace_external_ids: false,
+        };
+        store
+            .import_users(
+                &[user("ann", None), user("bob", None), user("cy", None)],
+                &options,
+            )
+            .await
+            .unwrap();
+        let (ann, bob, cy) = (
+            user_pk(&store, "ann").await,
+            user_pk(&store, "bob").await,
+            user_pk(&store, "cy").await,
+        );
+
+        let mut writer = connect(&config).await;
+        let concurrent = writer.transaction().await.unwrap();
+        concurrent
+            .execute(
+                "UPDATE users SET external_id = 'by-login' WHERE pk = $1",
+                &[&ann],
+            )
+            .await
+            .unwrap();
+        concurrent
+            .execute(
+                "UPDATE users SET external_id = 'wanted' WHERE pk = $1",
+                &[&cy],
+            )
+            .await
+            .unwrap();
+        let apply = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let changes = [
+                    Change {
+                        user_pk: ann,
+                        account_pk: 1,
+                        old: None,
+                        new: "acc-ann".into(),
+                    },
+                    Change {
+                        user_pk: bob,
+                        account_pk: 2,
+                        old: None,
+                        new: "wanted".into(),
+                    },
+                ];
+                let batch = ApplyBatch {
+                    source_pk: 1,
+                    run_pk: 1,
+                    origin: Origin::Pull,
+                    actor: "test",
+                    at: AT,
+                    changes: &changes,
+                    outcomes: &[],
+                };
+                store.apply_batch(&batch).await
+            })
+        };
+        until_blocked(&connect(&config).await).await;
+        concurrent.commit().await.unwrap();
+
+        let results = apply.await.unwrap().unwrap();
+        assert_eq!(
+            results,
+            vec![
+                ChangeResult::Changed {
+                    current: "by-login".into()
+                },
+                ChangeResult::Taken { holder_pk: cy }
+            ]
+        );
+        assert!(store
+            .list_audit(None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|entry| entry.reason == "import"));
+        let input = store.load_link_input(1).await.unwrap();
+        let stored: Vec<_> = input
+            .stored
+            .iter()
+            .map(|s| s.as_ref().map(|s| s.situation))
+            .collect();
+        assert_eq!(
+            stored,
+            vec![
+                Some(Situation::Conflict),
+                Some(Situation::AccountTaken),
+                None
+            ]
+        );
+        drop_database(&config).await;
+    }
+
+    /// A user inserted by another writer after the import's snapshot skipped the External
+    /// ID checks, so the import is refused whole; run again, it goes through them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_import_racing_a_concurrent_insert_is_refused_whole() {
+        let config = new_database("import_race").await;
+        let store = std::sync::Arc::new(PgStore::open_config(config.clone()).await.unwrap());
+        let mut writer = connect(&config).await;
+        let concurrent = writer.transaction().await.unwrap();
+        concurrent
+            .execute(
+                "INSERT INTO users (id, username, external_id) VALUES ('dan', 'dan', 'theirs')",
+                &[],
+            )
+            .await
+            .unwrap();
+        let import = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let rows = [user("eve", None), user("dan", Some("ours"))];
+                let options = ImportOptions {
+                    actor: "test",
+                    at: AT,
+                    replace_external_ids: false,
+                };
+                store.import_users(&rows, &options).await
+            })
+        };
+        until_blocked(&connect(&config).await).await;
+        concurrent.commit().await.unwrap();
+
+        match import.await.unwrap() {
+            Err(StoreError::Conflict {
+                constraint: "users_id",
+                ..
+            }) => {}
+            other => panic!("expected a users_id conflict, got {other:?}"),
+        }
+        assert!(store.find_users("eve", None).await.unwrap().is_empty());
+        let rows = [user("eve", None), user("dan", Some("ours"))];
+        let options = ImportOptions {
+            actor: "test",
+            at: AT,
+            replace_external_ids: false,
+        };
+        assert!(matches!(
+            store.import_users(&rows, &options).await,
+            Err(StoreError::Invalid(_))
+        ));
+        drop_database(&config).await;
+    }
+
+    /// A file may hand an External ID from one user to another when the giver's row comes
+    /// first; the set-based write must not depend on the order it visits the rows in.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn external_ids_move_between_users_in_one_import() {
+        let config = new_database("move").await;
+        let store = PgStore::open_config(config.clone()).await.unwrap();
+        let replace = ImportOptions {
+            actor: "test",
+            at: AT,
+            replace_external_ids: true,
+        };
+        let start: Vec<NewUser> = (0..200)
+            .map(|i| user(&format!("user{i}"), Some(&format!("x{i}"))))
+            .collect();
+        store.import_users(&start, &replace).await.unwrap();
+
+        // user0 gives x0 up for a new value, user1 takes x0 and gives x1 up, …, and a new
+        // user takes x199 last.
+        let chain: Vec<NewUser> = (0..200)
+            .map(|i| {
+                let value = if i == 0 {
+                    "fresh".to_owned()
+                } else {
+                    format!("x{}", i - 1)
+                };
+                user(&format!("user{i}"), Some(&value))
+            })
+            .chain([user("newcomer", Some("x199"))])
+            .collect();
+        // Backwards, every row takes a value a later row gives up: refused, as a row-by-row
+        // import would.
+        let backwards: Vec<NewUser> = chain.iter().rev().cloned().collect();
+        assert!(matches!(
+            store.import_users(&backwards, &replace).await,
+            Err(StoreError::Conflict {
+                constraint: "users_external_id",
+                ..
+            })
+        ));
+
+        let summary = store.import_users(&chain, &replace).await.unwrap();
+        assert_eq!(
+            summary,
+            ImportSummary {
+                inserted: 1,
+                updated: 200,
+                unchanged: 0,
+                external_ids_set: 201
+            }
+        );
+        let held = |id: &'static str| {
+            let store = &store;
+            async move {
+                store.find_users(id, None).await.unwrap()[0]
+                    .external_id
+                    .clone()
+            }
+        };
+        assert_eq!(held("user150").await.as_deref(), Some("x149"));
+        assert_eq!(held("newcomer").await.as_deref(), Some("x199"));
+        drop_database(&config).await;
+    }
+
+    #[test]
+    fn conflict_details_yield_the_value() {
+        assert_eq!(
+            key_values("Key (external_id)=(abc) already exists."),
+            Some("abc")
+        );
+        assert_eq!(
+            key_values("Key (source_pk, account_id)=(1, 5b10:a)) already exists."),
+            Some("1, 5b10:a)")
+        );
+        assert_eq!(key_values("something else"), None);
+        assert_eq!(known_constraint("tokens_hash"), Some("tokens_hash"));
+        assert_eq!(known_constraint("users_pkey"), None);
     }
 }

@@ -447,7 +447,11 @@ impl App {
             let Some(outcome) = outcomes.get(&user.pk) else {
                 continue;
             };
-            let related = self.store.get_users_by_pk(&outcome.evidence.users).await?;
+            let related = if outcome.evidence.users.is_empty() {
+                Vec::new()
+            } else {
+                self.store.get_users_by_pk(&outcome.evidence.users).await?
+            };
             diagnoses.push(render(&user, outcome, &accounts, &related, &source));
         }
         Ok(diagnoses)

@@ -17,7 +17,10 @@ CREATE TABLE users (
     external_id_set_at  timestamptz,
     excluded            boolean NOT NULL DEFAULT false,
     CONSTRAINT users_id UNIQUE (id),
-    CONSTRAINT users_external_id UNIQUE (external_id)
+    -- Checked at the end of each statement rather than row by row (never deferred further):
+    -- one set-based import may move a value from one user to another, and must not fail on
+    -- the order in which it happens to visit them.
+    CONSTRAINT users_external_id UNIQUE (external_id) DEFERRABLE INITIALLY IMMEDIATE
 );
 CREATE INDEX users_email_key ON users (email_key);
 
