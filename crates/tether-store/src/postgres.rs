@@ -487,7 +487,11 @@ FROM users u LEFT JOIN outcomes o ON o.source_pk = $1 AND o.user_pk = u.pk
 ORDER BY u.pk";
 
 const LINK_ACCOUNTS: &str = "
-SELECT pk, account_id, username, key, email, email_key, active, account_type
+SELECT pk, account_id,
+       CASE WHEN $2::text IS NULL OR $2::text = 'username' THEN username END,
+       CASE WHEN $2::text IS NULL OR $2::text = 'key' THEN key END,
+       CASE WHEN $2::text IS NULL OR $2::text = 'email' THEN email END,
+       email_key, active, account_type
 FROM accounts WHERE source_pk = $1 ORDER BY pk";
 
 const STAGE_CHANGES: &str = r#"
@@ -830,7 +834,11 @@ impl PgStore {
         Ok(summary)
     }
 
-    async fn load_link_input_tx(&self, source_pk: i64) -> Result<LinkInput> {
+    async fn load_link_input_tx(
+        &self,
+        source_pk: i64,
+        only: Option<ExternalIdField>,
+    ) -> Result<LinkInput> {
         let mut client = self.client().await?;
         // One snapshot for users, outcomes and accounts.
         let tx = client
@@ -861,7 +869,9 @@ impl PgStore {
             });
         }
 
-        let accounts = tx.query_raw(LINK_ACCOUNTS, [source_pk]).await?;
+        let only: Option<&str> = only.map(ExternalIdField::as_str);
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&source_pk, &only];
+        let accounts = tx.query_raw(LINK_ACCOUNTS, params).await?;
         pin_mut!(accounts);
         while let Some(row) = accounts.try_next().await? {
             input.accounts.push(AccountRow {
@@ -1182,7 +1192,15 @@ impl Store for PgStore {
             .map_err(classify)
     }
     async fn load_link_input(&self, source_pk: i64) -> Result<LinkInput> {
-        self.load_link_input_tx(source_pk).await.map_err(classify)
+        self.load_link_input_tx(source_pk, None)
+            .await
+            .map_err(classify)
+    }
+
+    async fn load_plan_input(&self, source_pk: i64, field: ExternalIdField) -> Result<LinkInput> {
+        self.load_link_input_tx(source_pk, Some(field))
+            .await
+            .map_err(classify)
     }
     async fn insert_run(&self, run: &NewRun) -> Result<i64> {
         self.insert_run_tx(run).await.map_err(classify)

@@ -371,6 +371,59 @@ fn upsert_outcome(
     Ok(())
 }
 
+/// Reads the engine's input; `only` limits the account columns to what that field needs.
+fn link_input(c: &Connection, source_pk: i64, only: Option<ExternalIdField>) -> Result<LinkInput> {
+    let mut input = LinkInput::default();
+    let user_count: i64 = c.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?;
+    input.users.reserve(user_count as usize);
+    input.stored.reserve(user_count as usize);
+    let mut statement = c.prepare(
+        "SELECT u.pk, u.external_id, u.email IS NOT NULL, u.email_key, u.excluded, o.situation, o.evidence
+         FROM users AS u LEFT JOIN outcomes AS o ON o.source_pk = ?1 AND o.user_pk = u.pk
+         ORDER BY u.pk",
+    )?;
+    let mut rows = statement.query([source_pk])?;
+    while let Some(row) = rows.next()? {
+        input.users.push(UserRow {
+            pk: row.get(0)?,
+            external_id: row.get(1)?,
+            has_email: row.get(2)?,
+            email_key: row.get(3)?,
+            excluded: row.get(4)?,
+        });
+        let situation: Option<String> = row.get(5)?;
+        input.stored.push(match situation {
+            Some(situation) => Some(StoredOutcome {
+                situation: parse_name::<Situation>(&situation)?,
+                evidence: row.get(6)?,
+            }),
+            None => None,
+        });
+    }
+    let mut statement = c.prepare(
+        "SELECT pk, account_id,
+                CASE WHEN ?2 IS NULL OR ?2 = 'username' THEN username END,
+                CASE WHEN ?2 IS NULL OR ?2 = 'key' THEN key END,
+                CASE WHEN ?2 IS NULL OR ?2 = 'email' THEN email END,
+                email_key, active, account_type
+         FROM accounts WHERE source_pk = ?1 ORDER BY pk",
+    )?;
+    let mut rows = statement.query(params![source_pk, only.map(ExternalIdField::as_str)])?;
+    while let Some(row) = rows.next()? {
+        input.accounts.push(AccountRow {
+            pk: row.get(0)?,
+            account_id: row.get(1)?,
+            username: row.get(2)?,
+            key: row.get(3)?,
+            email: row.get(4)?,
+            email_key: row.get(5)?,
+            active: row.get(6)?,
+            account_type: parse_name::<AccountType>(&row.get::<_, String>(7)?)?,
+        });
+    }
+    Ok(input)
+}
+
 impl Store for SqliteStore {
     async fn insert_source(&self, source: &NewSource, at: Timestamp) -> Result<Source> {
         let created_at = ts(at)?;
@@ -572,53 +625,11 @@ impl Store for SqliteStore {
     }
 
     async fn load_link_input(&self, source_pk: i64) -> Result<LinkInput> {
-        self.read(|c| {
-            let mut input = LinkInput::default();
-            let user_count: i64 = c.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?;
-            input.users.reserve(user_count as usize);
-            input.stored.reserve(user_count as usize);
-            let mut statement = c.prepare(
-                "SELECT u.pk, u.external_id, u.email IS NOT NULL, u.email_key, u.excluded, o.situation, o.evidence
-                 FROM users AS u LEFT JOIN outcomes AS o ON o.source_pk = ?1 AND o.user_pk = u.pk
-                 ORDER BY u.pk",
-            )?;
-            let mut rows = statement.query([source_pk])?;
-            while let Some(row) = rows.next()? {
-                input.users.push(UserRow {
-                    pk: row.get(0)?,
-                    external_id: row.get(1)?,
-                    has_email: row.get(2)?,
-                    email_key: row.get(3)?,
-                    excluded: row.get(4)?,
-                });
-                let situation: Option<String> = row.get(5)?;
-                input.stored.push(match situation {
-                    Some(situation) => Some(StoredOutcome {
-                        situation: parse_name::<Situation>(&situation)?,
-                        evidence: row.get(6)?,
-                    }),
-                    None => None,
-                });
-            }
-            let mut statement = c.prepare(
-                "SELECT pk, account_id, username, key, email, email_key, active, account_type
-                 FROM accounts WHERE source_pk = ?1 ORDER BY pk",
-            )?;
-            let mut rows = statement.query([source_pk])?;
-            while let Some(row) = rows.next()? {
-                input.accounts.push(AccountRow {
-                    pk: row.get(0)?,
-                    account_id: row.get(1)?,
-                    username: row.get(2)?,
-                    key: row.get(3)?,
-                    email: row.get(4)?,
-                    email_key: row.get(5)?,
-                    active: row.get(6)?,
-                    account_type: parse_name::<AccountType>(&row.get::<_, String>(7)?)?,
-                });
-            }
-            Ok(input)
-        })
+        self.read(|c| link_input(c, source_pk, None))
+    }
+
+    async fn load_plan_input(&self, source_pk: i64, field: ExternalIdField) -> Result<LinkInput> {
+        self.read(|c| link_input(c, source_pk, Some(field)))
     }
 
     async fn insert_run(&self, run: &NewRun) -> Result<i64> {

@@ -59,6 +59,7 @@ contract_tests! {
     import::import_accounts_idempotent_per_source(store),
     linking::load_link_input_shapes(db),
     linking::full_loop_converges(store),
+    linking::plan_input_plans_like_link_input(store),
     linking::apply_refuses_a_changed_external_id(store),
     linking::apply_reports_a_taken_value(store),
     linking::apply_reports_already_set(store),

@@ -283,7 +283,7 @@ impl App {
         let source = self.source(Some(source)).await?;
         let field = field.unwrap_or(source.external_id_field);
         progress.phase("reading users and accounts", None);
-        let input = self.store.load_link_input(source.pk).await?;
+        let input = self.store.load_plan_input(source.pk, field).await?;
         progress.phase("matching", None);
         let rules = Rules {
             field,

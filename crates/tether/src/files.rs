@@ -411,25 +411,31 @@ pub fn read_users(input: impl Read, format: Format) -> Parsed<NewUser> {
             let display_name = fields.text("display_name").unwrap_or_default();
             let active = fields.boolean("active");
             let external_id = fields.identifier("external_id", false);
+            // A value is claimed by the first row that names it, even if that row has other
+            // problems: two rows claiming one id or External ID are never resolved by guessing.
             if let Some(id) = &id {
-                if let Some(first) = ids.get(id) {
-                    fields.fail("id", format!("'{id}' already appears on line {first}"));
+                match ids.get(id) {
+                    Some(first) => {
+                        fields.fail("id", format!("'{id}' already appears on line {first}"))
+                    }
+                    None => {
+                        ids.insert(id.clone(), line);
+                    }
                 }
             }
             if let Some(external_id) = &external_id {
-                if let Some(first) = external_ids.get(external_id) {
-                    fields.fail(
+                match external_ids.get(external_id) {
+                    Some(first) => fields.fail(
                         "external_id",
                         format!("'{external_id}' is also the External ID on line {first}"),
-                    );
+                    ),
+                    None => {
+                        external_ids.insert(external_id.clone(), line);
+                    }
                 }
             }
             let ok = fields.ok;
             if let (true, Some(id), Some(username)) = (ok, id, username) {
-                ids.insert(id.clone(), line);
-                if let Some(external_id) = &external_id {
-                    external_ids.insert(external_id.clone(), line);
-                }
                 let email_key = normalizer.key(email.as_deref()).key().map(str::to_owned);
                 parsed.rows.push(NewUser {
                     id,
@@ -484,15 +490,17 @@ pub fn read_accounts(input: impl Read, format: Format) -> Parsed<NewAccount> {
                 },
             };
             if let Some(account_id) = &account_id {
-                if let Some(first) = ids.get(account_id) {
-                    fields.fail(
+                match ids.get(account_id) {
+                    Some(first) => fields.fail(
                         "account_id",
                         format!("'{account_id}' already appears on line {first}"),
-                    );
+                    ),
+                    None => {
+                        ids.insert(account_id.clone(), line);
+                    }
                 }
             }
             if let (true, Some(account_id)) = (fields.ok, account_id) {
-                ids.insert(account_id.clone(), line);
                 let email_key = normalizer.key(email.as_deref()).key().map(str::to_owned);
                 parsed.rows.push(NewAccount {
                     account_id,
@@ -548,18 +556,12 @@ mod tests {
             [
                 "line 2, column active: 'maybe' is not a boolean; use true or false",
                 "line 3, column username: is empty",
+                "line 4, column external_id: 'X' is also the External ID on line 3",
                 "line 5, column id: 'u1' already appears on line 2",
             ]
         );
-        // Line 3 was refused, so line 4's External ID X is the first holder and is fine.
-        assert_eq!(
-            parsed
-                .rows
-                .iter()
-                .map(|r| r.id.as_str())
-                .collect::<Vec<_>>(),
-            ["u3"]
-        );
+        // Line 3 claimed External ID X first (though refused), so line 4 cannot take it.
+        assert!(parsed.rows.is_empty());
     }
 
     #[test]

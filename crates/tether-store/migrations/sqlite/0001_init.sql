@@ -17,6 +17,7 @@ CREATE TABLE users (
     CONSTRAINT users_external_id UNIQUE (external_id)
 );
 CREATE INDEX users_email_key ON users (email_key);
+CREATE INDEX users_username ON users (username);
 
 CREATE TABLE sources (
     pk                  INTEGER PRIMARY KEY,

@@ -916,3 +916,57 @@ pub async fn concurrent_applies_never_double_link(store: &impl Store) {
             .any(|e| e.user_pk == winner.pk && e.new_value.as_deref() == Some(value.as_str())));
     }
 }
+
+/// `load_plan_input` leaves out the account columns a field does not read, and plans exactly
+/// as `load_link_input` does for every field.
+pub async fn plan_input_plans_like_link_input(store: &impl Store) {
+    let source = scenario(store).await;
+    let full = store
+        .load_link_input(source.pk)
+        .await
+        .expect("load_link_input");
+    for field in tether_core::ExternalIdField::ALL {
+        let lean = store
+            .load_plan_input(source.pk, *field)
+            .await
+            .expect("load_plan_input");
+        let rules = tether_core::Rules {
+            field: *field,
+            link_inactive: source.link_inactive,
+        };
+        assert_eq!(
+            tether_core::plan_links(&lean.users, &lean.accounts, &rules),
+            tether_core::plan_links(&full.users, &full.accounts, &rules),
+            "plans differ for field {field}"
+        );
+        assert_eq!(lean.users, full.users);
+        assert_eq!(lean.stored, full.stored);
+        for (lean, full) in lean.accounts.iter().zip(&full.accounts) {
+            assert_eq!(lean.value(*field), full.value(*field));
+            assert_eq!(
+                (lean.pk, &lean.account_id, &lean.email_key),
+                (full.pk, &full.account_id, &full.email_key)
+            );
+            let kept = [
+                (
+                    tether_core::ExternalIdField::Username,
+                    lean.username.is_some(),
+                ),
+                (tether_core::ExternalIdField::Key, lean.key.is_some()),
+                (tether_core::ExternalIdField::Email, lean.email.is_some()),
+            ];
+            for (column, present) in kept {
+                assert!(
+                    !present || column == *field,
+                    "{column} loaded for field {field}"
+                );
+            }
+        }
+        assert!(
+            full.accounts
+                .iter()
+                .any(|a| a.username.is_some() && a.email.is_some()),
+            "the scenario has the columns"
+        );
+    }
+}
