@@ -124,6 +124,16 @@ pub struct ReconcileReport {
     /// Stored outcomes rewritten.
     pub outcomes_written: u64,
     pub duration_ms: u64,
+    /// Where the time went: reading, matching, writing (milliseconds).
+    pub timings: Timings,
+}
+
+/// Milliseconds spent in each phase of a run.
+#[derive(Debug, Default, Serialize)]
+pub struct Timings {
+    pub read_ms: u64,
+    pub plan_ms: u64,
+    pub write_ms: u64,
 }
 
 /// A planned change that lost a race with another writer.
@@ -284,6 +294,7 @@ impl App {
         let field = field.unwrap_or(source.external_id_field);
         progress.phase("reading users and accounts", None);
         let input = self.store.load_plan_input(source.pk, field).await?;
+        let read_ms = watch.elapsed_ms();
         progress.phase("matching", None);
         let rules = Rules {
             field,
@@ -304,7 +315,9 @@ impl App {
             conflicts: Vec::new(),
             outcomes_written: 0,
             duration_ms: 0,
+            timings: Timings { read_ms, plan_ms: 0, write_ms: 0 },
         };
+        report.timings.plan_ms = watch.elapsed_ms() - read_ms;
         if dry_run {
             report.duration_ms = watch.elapsed_ms();
             return Ok(report);
@@ -388,6 +401,7 @@ impl App {
             }
         }
         report.duration_ms = watch.elapsed_ms();
+        report.timings.write_ms = report.duration_ms - read_ms - report.timings.plan_ms;
         let finish = RunFinish {
             finished_at: at,
             state: if result.is_ok() {
@@ -403,6 +417,7 @@ impl App {
                 "users": report.users,
                 "accounts": report.accounts,
                 "duration_ms": report.duration_ms,
+                "timings": report.timings,
             }),
             applied: report.applied,
         };
