@@ -424,6 +424,23 @@ fn link_input(c: &Connection, source_pk: i64, only: Option<ExternalIdField>) -> 
     Ok(input)
 }
 
+/// The rows `sql` (which takes one pk) finds for `pks`, in that order; unknown keys skipped.
+fn rows_by_pk<T>(
+    c: &Connection,
+    sql: &str,
+    pks: &[i64],
+    map: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut statement = c.prepare_cached(sql)?;
+    let mut found = Vec::with_capacity(pks.len());
+    for pk in pks {
+        if let Some(row) = statement.query_row([pk], map).optional()? {
+            found.push(row);
+        }
+    }
+    Ok(found)
+}
+
 impl Store for SqliteStore {
     async fn insert_source(&self, source: &NewSource, at: Timestamp) -> Result<Source> {
         let created_at = ts(at)?;
@@ -751,33 +768,13 @@ impl Store for SqliteStore {
     }
 
     async fn get_users_by_pk(&self, pks: &[i64]) -> Result<Vec<UserRecord>> {
-        self.read(|c| {
-            let mut statement = c.prepare_cached(&format!(
-                "SELECT {USER_COLUMNS} FROM users AS u WHERE u.pk = ?1"
-            ))?;
-            let mut users = Vec::with_capacity(pks.len());
-            for pk in pks {
-                if let Some(user) = statement.query_row([pk], user_row).optional()? {
-                    users.push(user);
-                }
-            }
-            Ok(users)
-        })
+        let sql = format!("SELECT {USER_COLUMNS} FROM users AS u WHERE u.pk = ?1");
+        self.read(|c| rows_by_pk(c, &sql, pks, user_row))
     }
 
     async fn get_accounts_by_pk(&self, pks: &[i64]) -> Result<Vec<AccountRecord>> {
-        self.read(|c| {
-            let mut statement = c.prepare_cached(&format!(
-                "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE pk = ?1"
-            ))?;
-            let mut accounts = Vec::with_capacity(pks.len());
-            for pk in pks {
-                if let Some(account) = statement.query_row([pk], account_row).optional()? {
-                    accounts.push(account);
-                }
-            }
-            Ok(accounts)
-        })
+        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE pk = ?1");
+        self.read(|c| rows_by_pk(c, &sql, pks, account_row))
     }
 
     async fn count_users(&self) -> Result<u64> {

@@ -315,7 +315,11 @@ impl App {
             conflicts: Vec::new(),
             outcomes_written: 0,
             duration_ms: 0,
-            timings: Timings { read_ms, plan_ms: 0, write_ms: 0 },
+            timings: Timings {
+                read_ms,
+                plan_ms: 0,
+                write_ms: 0,
+            },
         };
         report.timings.plan_ms = watch.elapsed_ms() - read_ms;
         if dry_run {

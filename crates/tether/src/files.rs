@@ -136,7 +136,7 @@ fn read_records<T>(
     allowed: &[&str],
     required: &[&str],
     parsed: &mut Parsed<T>,
-    mut each: impl FnMut(Record, &mut Parsed<T>),
+    mut each: impl FnMut(&mut Fields<'_, T>),
 ) {
     match format {
         Format::Csv => {
@@ -184,7 +184,12 @@ fn read_records<T>(
                                 )
                             })
                             .collect();
-                        each(Record { line, fields }, parsed);
+                        let mut record = Record { line, fields };
+                        each(&mut Fields {
+                            record: &mut record,
+                            parsed,
+                            ok: true,
+                        });
                     }
                     Err(e) => {
                         let line = e.position().map(|p| p.line()).unwrap_or(0);
@@ -261,13 +266,15 @@ fn read_records<T>(
                     fields.insert(key, text);
                 }
                 if ok {
-                    each(
-                        Record {
-                            line: number,
-                            fields,
-                        },
+                    let mut record = Record {
+                        line: number,
+                        fields,
+                    };
+                    each(&mut Fields {
+                        record: &mut record,
                         parsed,
-                    );
+                        ok: true,
+                    });
                 }
             }
         }
@@ -363,6 +370,14 @@ impl<T> Fields<'_, T> {
         }
     }
 
+    /// An e-mail as given, trimmed; `None` when blank. Invalid addresses are kept: they are
+    /// a situation to explain (`invalid_email`), not a reason to refuse the file.
+    fn email(&mut self) -> Option<String> {
+        self.text("email")
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty())
+    }
+
     fn boolean(&mut self, column: &str) -> bool {
         match self
             .text(column)
@@ -383,61 +398,59 @@ impl<T> Fields<'_, T> {
     }
 }
 
+/// The first line that named each value of one column. A value is claimed by the first row
+/// that names it, even if that row has other problems: two rows claiming one id or External
+/// ID are never resolved by guessing.
+#[derive(Default)]
+struct Claims(HashMap<String, u64>);
+
+impl Claims {
+    fn claim<T>(
+        &mut self,
+        fields: &mut Fields<'_, T>,
+        column: &str,
+        value: Option<&String>,
+        what: &str,
+    ) {
+        let Some(value) = value else { return };
+        match self.0.get(value) {
+            Some(first) => fields.fail(column, format!("'{value}' is {what} on line {first}")),
+            None => {
+                self.0.insert(value.clone(), fields.record.line);
+            }
+        }
+    }
+}
+
 /// Reads users. Duplicate ids and duplicate External IDs within the file are problems.
 pub fn read_users(input: impl Read, format: Format) -> Parsed<NewUser> {
     let mut parsed = Parsed::default();
+    let mut rows = Vec::new();
     let mut normalizer = EmailNormalizer::new();
-    let mut ids: HashMap<String, u64> = HashMap::new();
-    let mut external_ids: HashMap<String, u64> = HashMap::new();
+    let (mut ids, mut external_ids) = (Claims::default(), Claims::default());
     read_records(
         input,
         format,
         USER_COLUMNS,
         REQUIRED_USER_COLUMNS,
         &mut parsed,
-        |mut record, parsed| {
-            let line = record.line;
-            let mut fields = Fields {
-                record: &mut record,
-                parsed,
-                ok: true,
-            };
+        |fields| {
             let id = fields.identifier("id", true);
             let username = fields.identifier("username", true);
-            let email = fields
-                .text("email")
-                .map(|e| e.trim().to_owned())
-                .filter(|e| !e.is_empty());
+            let email = fields.email();
             let display_name = fields.text("display_name").unwrap_or_default();
             let active = fields.boolean("active");
             let external_id = fields.identifier("external_id", false);
-            // A value is claimed by the first row that names it, even if that row has other
-            // problems: two rows claiming one id or External ID are never resolved by guessing.
-            if let Some(id) = &id {
-                match ids.get(id) {
-                    Some(first) => {
-                        fields.fail("id", format!("'{id}' already appears on line {first}"))
-                    }
-                    None => {
-                        ids.insert(id.clone(), line);
-                    }
-                }
-            }
-            if let Some(external_id) = &external_id {
-                match external_ids.get(external_id) {
-                    Some(first) => fields.fail(
-                        "external_id",
-                        format!("'{external_id}' is also the External ID on line {first}"),
-                    ),
-                    None => {
-                        external_ids.insert(external_id.clone(), line);
-                    }
-                }
-            }
-            let ok = fields.ok;
-            if let (true, Some(id), Some(username)) = (ok, id, username) {
+            ids.claim(fields, "id", id.as_ref(), "already the id");
+            external_ids.claim(
+                fields,
+                "external_id",
+                external_id.as_ref(),
+                "already the External ID",
+            );
+            if let (true, Some(id), Some(username)) = (fields.ok, id, username) {
                 let email_key = normalizer.key(email.as_deref()).key().map(str::to_owned);
-                parsed.rows.push(NewUser {
+                rows.push(NewUser {
                     id,
                     username,
                     email,
@@ -449,60 +462,49 @@ pub fn read_users(input: impl Read, format: Format) -> Parsed<NewUser> {
             }
         },
     );
+    parsed.rows = rows;
     parsed
 }
 
 /// Reads accounts. Duplicate account ids within the file are problems.
 pub fn read_accounts(input: impl Read, format: Format) -> Parsed<NewAccount> {
     let mut parsed = Parsed::default();
+    let mut rows = Vec::new();
     let mut normalizer = EmailNormalizer::new();
-    let mut ids: HashMap<String, u64> = HashMap::new();
+    let mut ids = Claims::default();
     read_records(
         input,
         format,
         ACCOUNT_COLUMNS,
         REQUIRED_ACCOUNT_COLUMNS,
         &mut parsed,
-        |mut record, parsed| {
-            let line = record.line;
-            let mut fields = Fields {
-                record: &mut record,
-                parsed,
-                ok: true,
-            };
+        |fields| {
             let account_id = fields.identifier("account_id", true);
             let username = fields.identifier("username", false);
             let key = fields.identifier("key", false);
-            let email = fields
-                .text("email")
-                .map(|e| e.trim().to_owned())
-                .filter(|e| !e.is_empty());
+            let email = fields.email();
             let display_name = fields.text("display_name").unwrap_or_default();
             let active = fields.boolean("active");
-            let account_type = match fields.text("account_type") {
+            let account_type = match fields
+                .text("account_type")
+                .map(|t| t.parse::<AccountType>())
+            {
                 None => AccountType::Unknown,
-                Some(text) => match text.parse::<AccountType>() {
-                    Ok(kind) => kind,
-                    Err(e) => {
-                        fields.fail("account_type", e.to_string());
-                        AccountType::Unknown
-                    }
-                },
-            };
-            if let Some(account_id) = &account_id {
-                match ids.get(account_id) {
-                    Some(first) => fields.fail(
-                        "account_id",
-                        format!("'{account_id}' already appears on line {first}"),
-                    ),
-                    None => {
-                        ids.insert(account_id.clone(), line);
-                    }
+                Some(Ok(kind)) => kind,
+                Some(Err(e)) => {
+                    fields.fail("account_type", e.to_string());
+                    AccountType::Unknown
                 }
-            }
+            };
+            ids.claim(
+                fields,
+                "account_id",
+                account_id.as_ref(),
+                "already the account_id",
+            );
             if let (true, Some(account_id)) = (fields.ok, account_id) {
                 let email_key = normalizer.key(email.as_deref()).key().map(str::to_owned);
-                parsed.rows.push(NewAccount {
+                rows.push(NewAccount {
                     account_id,
                     username,
                     key,
@@ -515,6 +517,7 @@ pub fn read_accounts(input: impl Read, format: Format) -> Parsed<NewAccount> {
             }
         },
     );
+    parsed.rows = rows;
     parsed
 }
 
@@ -556,8 +559,8 @@ mod tests {
             [
                 "line 2, column active: 'maybe' is not a boolean; use true or false",
                 "line 3, column username: is empty",
-                "line 4, column external_id: 'X' is also the External ID on line 3",
-                "line 5, column id: 'u1' already appears on line 2",
+                "line 4, column external_id: 'X' is already the External ID on line 3",
+                "line 5, column id: 'u1' is already the id on line 2",
             ]
         );
         // Line 3 claimed External ID X first (though refused), so line 4 cannot take it.
@@ -571,7 +574,7 @@ mod tests {
         let parsed = read_users(jsonl.as_bytes(), Format::JsonLines);
         assert_eq!(
             parsed.problems[0].to_string(),
-            "line 2, column external_id: 'E' is also the External ID on line 1"
+            "line 2, column external_id: 'E' is already the External ID on line 1"
         );
     }
 

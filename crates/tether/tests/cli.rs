@@ -246,7 +246,7 @@ fn bad_rows_refuse_the_whole_file(db: &Db) {
         "{err}"
     );
     assert!(
-        err.contains("line 5, column external_id: 'X' is also the External ID on line 4"),
+        err.contains("line 5, column external_id: 'X' is already the External ID on line 4"),
         "{err}"
     );
     assert_eq!(
