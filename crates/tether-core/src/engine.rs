@@ -322,40 +322,18 @@ pub fn plan_links(users: &[UserRow], accounts: &[AccountRow], rules: &Rules) -> 
         });
     }
 
-    // A value proposed for two or more users goes to none of them.
-    let mut proposed_by_value: FxHashMap<&str, Group> = FxHashMap::default();
-    for (n, &(_, _, value)) in proposals.iter().enumerate() {
-        group_insert(&mut proposed_by_value, value, n as u32);
-    }
-    let mut changes = Vec::with_capacity(proposals.len());
-    for &(outcome_index, account, value) in &proposals {
-        let group = proposed_by_value
-            .get(value)
-            .map(Group::as_slice)
-            .unwrap_or_default();
-        let account_pk = accounts[account as usize].pk;
-        let user_pk = outcomes[outcome_index].user_pk;
-        if group.len() > 1 {
-            let others: Vec<i64> = group
-                .iter()
-                .map(|&n| outcomes[proposals[n as usize].0].user_pk)
-                .filter(|&pk| pk != user_pk)
-                .collect();
-            outcomes[outcome_index].situation = Situation::AccountTaken;
-            outcomes[outcome_index].evidence = Evidence {
-                accounts: vec![account_pk],
-                total: others.len() as u32,
-                users: others.into_iter().take(MAX_EVIDENCE).collect(),
-            };
-        } else {
-            changes.push(Change {
-                user_pk,
-                account_pk,
-                old: None,
-                new: value.to_owned(),
-            });
-        }
-    }
+    // No value can be proposed for two users: one account is the sole candidate of one key
+    // (two users sharing a key are duplicate_users), and a value two accounts share is
+    // refused above. The property tests check it.
+    let changes = proposals
+        .into_iter()
+        .map(|(outcome_index, account, value)| Change {
+            user_pk: outcomes[outcome_index].user_pk,
+            account_pk: accounts[account as usize].pk,
+            old: None,
+            new: value.to_owned(),
+        })
+        .collect();
     Plan { outcomes, changes }
 }
 

@@ -205,7 +205,6 @@ pub fn explain(context: &Context<'_>) -> Explanation {
         ),
         Situation::AccountTaken => {
             let value = first_account.and_then(|a| a.value.as_deref()).map(short).unwrap_or_default();
-            let holder_has_it = users.iter().any(|u| u.external_id.is_some() && u.external_id == first_account.and_then(|a| a.value.clone()));
             if users.is_empty() && accounts.len() > 1 {
                 (
                     format!(
@@ -214,22 +213,13 @@ pub fn explain(context: &Context<'_>) -> Explanation {
                     ),
                     format!("Set External ID field to account_id: {field} is not unique in source {source}."),
                 )
-            } else if holder_has_it {
+            } else {
                 (
                     format!(
                         "Account {account_name} has {email}, but its {field} {value} is already the External ID of {}.",
                         list_users(users, total)
                     ),
                     "Find out which profile belongs to this person; clear the other profile's External ID or exclude one of them.".to_owned(),
-                )
-            } else {
-                (
-                    format!(
-                        "The {field} {value} of account {account_name} would go to {} users: this one and {}.",
-                        total + 1,
-                        list_users(users, total)
-                    ),
-                    "Set External ID field to account_id: the current field is not unique in this source.".to_owned(),
                 )
             }
         }
