@@ -852,6 +852,30 @@ def _run_store(store, data: Dataset, tether: Path | None, res: dict) -> dict:
           f"{rows} (expected {data.expected.get('new_link', 0)})")
     log(f"{store.name}: (c) {seconds:.2f} s, {rows} rows")
 
+    # (d0) a dry run first: read + match + report, no writes (informational, no target)
+    log(f"{store.name}: (d0) tether reconcile --dry-run")
+    digests = {tb: store.table_digest("tether", tb) for tb in ("users", "audit", "outcomes")}
+    if hasattr(store, "before_timed"):
+        store.before_timed()
+    settle()
+    dry = run_child(t("tether", "reconcile", "--source", SOURCE, "--dry-run", "--format", "json"), check=False)
+    steps["dry_run"] = {"seconds": dry.seconds, "rss_mib": dry.rss_mib, "rc": dry.rc}
+    report = parse_report(dry)
+    if report is None or dry.rc != 0:
+        check("dry run printed its JSON report", False,
+              f"exit {dry.rc}; stdout {dry.stdout[-500:]!r}; stderr {dry.stderr[-1500:]!r}")
+    else:
+        steps["dry_run"].update(report_fields(report))
+        summary = {k: v for k, v in (report.get("summary") or {}).items() if v}
+        check("dry run summary = expected", summary == data.expected,
+              f"got {json.dumps(summary, sort_keys=True)}")
+        check("dry run applied = 0", report.get("applied") == 0, f"{report.get('applied')}")
+        after = {tb: store.table_digest("tether", tb) for tb in ("users", "audit", "outcomes")}
+        check("dry run wrote nothing (users, audit, outcomes)", after == digests,
+              ", ".join(f"{tb} {digests[tb][0]} -> {after[tb][0]} rows" + ("" if after[tb] == digests[tb] else " CHANGED")
+                        for tb in digests))
+    log(f"{store.name}: (d0) {dry.seconds:.2f} s, {dry.rss_mib:.0f} MiB")
+
     # (d) tether reconcile
     log(f"{store.name}: (d) tether reconcile")
     audit_before = store.scalar("tether", "SELECT count(*) FROM audit")
@@ -865,7 +889,7 @@ def _run_store(store, data: Dataset, tether: Path | None, res: dict) -> dict:
         check("first reconcile printed its JSON report", False,
               f"exit {first.rc}; stdout {first.stdout[-500:]!r}; stderr {first.stderr[-1500:]!r}")
         return res
-    steps["reconcile"].update({"applied": report.get("applied"), "summary": report.get("summary")})
+    steps["reconcile"].update(report_fields(report))
     applied = report.get("applied")
     expected_new = data.expected.get("new_link", 0)
     check("first reconcile exit code", first.rc == 0, f"exit {first.rc}")
@@ -899,7 +923,7 @@ def _run_store(store, data: Dataset, tether: Path | None, res: dict) -> dict:
         check("second reconcile printed its JSON report", False,
               f"exit {second.rc}; stdout {second.stdout[-500:]!r}; stderr {second.stderr[-1500:]!r}")
         return res
-    steps["reconcile_again"].update({"applied": report2.get("applied"), "summary": report2.get("summary")})
+    steps["reconcile_again"].update(report_fields(report2))
     check("second reconcile exit code", second.rc == 0, f"exit {second.rc}")
     check("second reconcile applied = 0", report2.get("applied") == 0, f"{report2.get('applied')}")
     expected2 = dict(data.expected)
@@ -913,6 +937,15 @@ def _run_store(store, data: Dataset, tether: Path | None, res: dict) -> dict:
               f"{digests[tb][0]} rows, digest {digests[tb][1]} -> {after[tb][0]} rows, digest {after[tb][1]}")
     log(f"{store.name}: (e) {second.seconds:.2f} s, {second.rss_mib:.0f} MiB, applied {report2.get('applied')}")
     return res
+
+
+def report_fields(report: dict) -> dict:
+    """The parts of tether's JSON report kept in the results."""
+    out = {k: report.get(k) for k in ("applied", "summary", "planned", "outcomes_written", "duration_ms")
+           if k in report}
+    if isinstance(report.get("conflicts"), list):
+        out["conflicts"] = len(report["conflicts"])
+    return out
 
 
 def parse_report(child: Child) -> dict | None:
@@ -955,7 +988,8 @@ def ratios(res: dict) -> list[dict]:
     ratio("reconcile / bare SQL", "reconcile", "bare_sql", TARGET_RECONCILE)
     ratio("2nd reconcile / bare SQL", "reconcile_again", "bare_sql", TARGET_NOOP)
     ratio("tether import / bulk load", "import", "bulk_load", TARGET_IMPORT)
-    rss = [s[k]["rss_mib"] for k in ("import_users", "import_accounts", "reconcile", "reconcile_again") if k in s]
+    rss = [s[k]["rss_mib"] for k in ("import_users", "import_accounts", "dry_run", "reconcile", "reconcile_again")
+           if k in s]
     if rss:
         out.append({"ratio": "peak RSS MiB (any tether run)", "value": max(rss), "target": TARGET_RSS_MIB,
                     "met": max(rss) <= TARGET_RSS_MIB})
@@ -981,6 +1015,8 @@ def render(res: dict) -> str:
     row("    tether import accounts", "import_accounts")
     row("    tether import, total", "import")
     row("(c) bare SQL: index + UPDATE, baseline", "bare_sql", f"   ({s.get('bare_sql', {}).get('rows')} rows)")
+    row("(d0) tether reconcile --dry-run (no target)", "dry_run",
+        f"   (planned {s.get('dry_run', {}).get('planned')})")
     row("(d) tether reconcile", "reconcile", f"   (applied {s.get('reconcile', {}).get('applied')})")
     row("(e) tether reconcile again (no-op)", "reconcile_again",
         f"   (applied {s.get('reconcile_again', {}).get('applied')})")
@@ -1023,6 +1059,7 @@ def main() -> int:
                     help="connection settings of the SQLite baselines: the ones tether's store sets "
                     "(default), or SQLite's defaults with WAL")
     ap.add_argument("--json", action="store_true", help="print machine-readable results instead of tables")
+    ap.add_argument("--save", type=Path, help="also write the machine-readable results to this file")
     args = ap.parse_args()
 
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
@@ -1039,7 +1076,7 @@ def main() -> int:
     out = args.out.resolve()
     data = generate(args.n, args.seed, out)
     results = {"n": args.n, "seed": args.seed, "data": data.stats, "expected_summary": data.expected,
-               "tether": str(tether) if tether else None, "machine": machine(), "stores": []}
+               "tether": binary_identity(tether) if tether else None, "machine": machine(), "stores": []}
     cluster = None
     try:
         for name in stores:
@@ -1068,12 +1105,16 @@ def main() -> int:
 
     for r in results["stores"]:
         r["ratios"] = ratios(r)
+    if args.save:
+        args.save.write_text(json.dumps(results, indent=2) + "\n")
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         print(f"tether reconcile benchmark · N = {args.n:,} users + {data.stats['accounts']:,} accounts · "
               f"seed {args.seed} · {results['machine']}")
         print(f"expected first-run summary: {json.dumps(data.expected, sort_keys=True)}")
+        if results["tether"]:
+            print(f"binary: {results['tether']}")
         for r in results["stores"]:
             print()
             print(render(r))
@@ -1083,6 +1124,13 @@ def main() -> int:
         print("targets missed: " + ("; ".join(misses) if misses else "none"))
         print("checks failed: " + ("; ".join(failed) if failed else "none"))
     return 0
+
+
+def binary_identity(path: Path) -> str:
+    """Path, build time and hash prefix: the binary may be rebuilt between runs."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    built = datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+    return f"{path} (built {built}, sha256 {digest}…)"
 
 
 def machine() -> str:

@@ -400,13 +400,15 @@ fn link_input(c: &Connection, source_pk: i64, only: Option<ExternalIdField>) -> 
             None => None,
         });
     }
+    // `+source_pk` keeps SQLite from reading the accounts through a source_pk index and then
+    // sorting a million rows by pk: a scan in rowid order is already sorted.
     let mut statement = c.prepare(
         "SELECT pk, account_id,
                 CASE WHEN ?2 IS NULL OR ?2 = 'username' THEN username END,
                 CASE WHEN ?2 IS NULL OR ?2 = 'key' THEN key END,
                 CASE WHEN ?2 IS NULL OR ?2 = 'email' THEN email END,
                 email_key, active, account_type
-         FROM accounts WHERE source_pk = ?1 ORDER BY pk",
+         FROM accounts WHERE +source_pk = ?1 ORDER BY pk",
     )?;
     let mut rows = statement.query(params![source_pk, only.map(ExternalIdField::as_str)])?;
     while let Some(row) = rows.next()? {
