@@ -139,6 +139,16 @@ pub fn situation_counts(input: &LinkInput) -> std::collections::BTreeMap<Situati
     counts
 }
 
+/// The condition that lets the partial index `outcomes_situation` (which leaves out `linked`)
+/// serve a filter on any other situation.
+pub(crate) fn partial_index_hint(situation: Situation) -> &'static str {
+    if situation == Situation::Linked {
+        ""
+    } else {
+        "AND o.situation <> 'linked'"
+    }
+}
+
 /// Either store, chosen by the URL scheme.
 pub enum AnyStore {
     Sqlite(sqlite::SqliteStore),

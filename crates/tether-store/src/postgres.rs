@@ -1074,7 +1074,8 @@ impl PgStore {
                     .prepare_cached(&format!(
                         "SELECT {USER_COLUMNS} FROM users u
                          JOIN outcomes o ON o.user_pk = u.pk AND o.source_pk = $3 AND o.situation = $4
-                         WHERE u.pk > $1 ORDER BY u.pk LIMIT $2"
+                         WHERE u.pk > $1 {} ORDER BY u.pk LIMIT $2",
+                        crate::partial_index_hint(situation)
                     ))
                     .await?;
                 client

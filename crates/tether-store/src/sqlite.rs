@@ -735,8 +735,9 @@ impl Store for SqliteStore {
                 Some((source_pk, situation)) => {
                     let mut statement = c.prepare_cached(&format!(
                         "SELECT {USER_COLUMNS} FROM outcomes AS o JOIN users AS u ON u.pk = o.user_pk
-                         WHERE o.source_pk = ?1 AND o.situation = ?2 AND o.user_pk > ?3
-                         ORDER BY o.user_pk LIMIT ?4"
+                         WHERE o.source_pk = ?1 AND o.situation = ?2 AND o.user_pk > ?3 {}
+                         ORDER BY o.user_pk LIMIT ?4",
+                        crate::partial_index_hint(situation)
                     ))?;
                     let rows =
                         statement.query_map(params![source_pk, situation.as_str(), after, filter.limit], user_row)?;
