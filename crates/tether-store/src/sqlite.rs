@@ -301,11 +301,12 @@ fn apply_one(
     at: &str,
     change: &tether_core::Change,
 ) -> Result<ChangeResult> {
+    // The unique index on external_id refuses a value another user holds; SQLite then undoes
+    // just this statement, and the user is classified below as Taken.
     let written = tx
         .prepare_cached(
             "UPDATE users SET external_id = ?1, external_id_origin = ?2, external_id_set_at = ?3
-             WHERE pk = ?4 AND external_id IS ?5 AND excluded = 0
-               AND NOT EXISTS (SELECT 1 FROM users AS holder WHERE holder.external_id = ?1)",
+             WHERE pk = ?4 AND external_id IS ?5 AND excluded = 0",
         )?
         .execute(params![
             change.new,
@@ -313,7 +314,16 @@ fn apply_one(
             at,
             change.user_pk,
             change.old
-        ])?;
+        ]);
+    let written = match written {
+        Ok(n) => n,
+        Err(rusqlite::Error::SqliteFailure(failure, _))
+            if failure.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            0
+        }
+        Err(e) => return Err(e.into()),
+    };
     if written == 1 {
         insert_audit(
             tx,
