@@ -18,7 +18,7 @@ use tether_store::{
 };
 
 /// How many changes (and as many outcomes) one transaction writes, by default.
-pub const APPLY_BATCH: usize = 50_000;
+pub const APPLY_BATCH: usize = 100_000;
 
 /// How to run a reconcile.
 #[derive(Clone, Copy, Debug)]

@@ -52,8 +52,8 @@ pub enum Command {
         dry_run: bool,
         #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
         format: ReportFormat,
-        /// Changes written per transaction.
-        #[arg(long, default_value_t = crate::app::APPLY_BATCH as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000), hide = true)]
+        /// Changes written per transaction: a kill loses at most this much work, which a re-run redoes.
+        #[arg(long, default_value_t = crate::app::APPLY_BATCH as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         batch_size: u32,
     },
     /// Explain why a user is or is not linked (USER: id, username or e-mail).
