@@ -415,6 +415,25 @@ static USERS_WRITE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// [`USERS_WRITE`] for an empty users table: every row is inserted, in file order, and
+/// every External ID given is audited. Same result columns. $1 at, $2 actor.
+const USERS_FIRST_LOAD: &str = "
+WITH inserted AS (
+    INSERT INTO users (id, username, email, email_key, display_name, active,
+                       external_id, external_id_origin, external_id_set_at)
+    SELECT id, username, email, email_key, display_name, active, external_id,
+           CASE WHEN external_id IS NOT NULL THEN 'import' END,
+           CASE WHEN external_id IS NOT NULL THEN $1::timestamptz END
+    FROM import_users i ORDER BY i.ord
+    RETURNING pk, external_id
+), audited AS (
+    INSERT INTO audit (at, actor, origin, user_pk, old_value, new_value, reason)
+    SELECT $1::timestamptz, $2::text, 'import', pk, NULL, external_id, 'import'
+    FROM inserted WHERE external_id IS NOT NULL ORDER BY pk
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM inserted), 0::bigint, (SELECT count(*) FROM audited), 0::bigint";
+
 const STAGE_ACCOUNTS: &str = r#"
 CREATE TEMP TABLE import_accounts (
     ord bigint NOT NULL, account_id text COLLATE "C" NOT NULL, username text COLLATE "C",
@@ -464,6 +483,17 @@ static ACCOUNTS_WRITE: LazyLock<String> = LazyLock::new(|| {
          SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written"
     )
 });
+
+/// [`ACCOUNTS_WRITE`] for a source without accounts yet: a plain insert in file order. $1 source.
+const ACCOUNTS_FIRST_LOAD: &str = "
+WITH inserted AS (
+    INSERT INTO accounts (source_pk, account_id, username, key, email, email_key,
+                          display_name, active, account_type)
+    SELECT $1, account_id, username, key, email, email_key, display_name, active, account_type
+    FROM import_accounts i ORDER BY i.ord
+    RETURNING 1
+)
+SELECT count(*), 0::bigint FROM inserted";
 
 /// Sorts and hash joins over a million staged rows stay in memory instead of spilling.
 const BULK_WORK_MEM: &str = "SET LOCAL work_mem = '256MB'";
@@ -757,9 +787,18 @@ impl PgStore {
             });
         }
 
-        let counts = tx
-            .query_one(USERS_WRITE.as_str(), &[&options.at, &options.actor])
-            .await?;
+        // A first load into an empty table has nothing to compare or update: a plain insert
+        // (a concurrent writer's rows would make it fail on users_id, refusing the import).
+        let empty: bool = tx
+            .query_one("SELECT NOT EXISTS (SELECT 1 FROM users)", &[])
+            .await?
+            .try_get(0)?;
+        let write = if empty {
+            USERS_FIRST_LOAD
+        } else {
+            USERS_WRITE.as_str()
+        };
+        let counts = tx.query_one(write, &[&options.at, &options.actor]).await?;
         let raced = to_u64(counts.try_get(3)?, "count")?;
         if raced > 0 {
             // Dropping the transaction rolls the import back; a second run sees these users
@@ -828,7 +867,19 @@ impl PgStore {
         if rows.len() >= ANALYZE_THRESHOLD {
             tx.batch_execute("ANALYZE import_accounts").await?;
         }
-        let counts = tx.query_one(ACCOUNTS_WRITE.as_str(), &[&source_pk]).await?;
+        let empty: bool = tx
+            .query_one(
+                "SELECT NOT EXISTS (SELECT 1 FROM accounts WHERE source_pk = $1)",
+                &[&source_pk],
+            )
+            .await?
+            .try_get(0)?;
+        let write = if empty {
+            ACCOUNTS_FIRST_LOAD
+        } else {
+            ACCOUNTS_WRITE.as_str()
+        };
+        let counts = tx.query_one(write, &[&source_pk]).await?;
         let summary = summary_from(&counts, rows.len(), 0)?;
         tx.commit().await?;
         Ok(summary)
