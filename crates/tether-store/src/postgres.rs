@@ -415,7 +415,8 @@ static USERS_WRITE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// [`USERS_WRITE`] for an empty users table: every row is inserted, in file order, and
+/// [`USERS_WRITE`] for an empty users table: every row is inserted (in staging order, which
+/// is file order; nothing depends on it), and
 /// every External ID given is audited. Same result columns. $1 at, $2 actor.
 const USERS_FIRST_LOAD: &str = "
 WITH inserted AS (
@@ -424,7 +425,7 @@ WITH inserted AS (
     SELECT id, username, email, email_key, display_name, active, external_id,
            CASE WHEN external_id IS NOT NULL THEN 'import' END,
            CASE WHEN external_id IS NOT NULL THEN $1::timestamptz END
-    FROM import_users i ORDER BY i.ord
+    FROM import_users i
     RETURNING pk, external_id
 ), audited AS (
     INSERT INTO audit (at, actor, origin, user_pk, old_value, new_value, reason)
@@ -484,13 +485,13 @@ static ACCOUNTS_WRITE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// [`ACCOUNTS_WRITE`] for a source without accounts yet: a plain insert in file order. $1 source.
+/// [`ACCOUNTS_WRITE`] for a source without accounts yet: a plain insert. $1 source.
 const ACCOUNTS_FIRST_LOAD: &str = "
 WITH inserted AS (
     INSERT INTO accounts (source_pk, account_id, username, key, email, email_key,
                           display_name, active, account_type)
     SELECT $1, account_id, username, key, email, email_key, display_name, active, account_type
-    FROM import_accounts i ORDER BY i.ord
+    FROM import_accounts i
     RETURNING 1
 )
 SELECT count(*), 0::bigint FROM inserted";
@@ -760,14 +761,23 @@ impl PgStore {
                 .await?;
         }
         writer.finish().await?;
-        if rows.len() >= ANALYZE_THRESHOLD {
+        // A first load into an empty table has nothing to compare, update or refuse (the file
+        // was checked for duplicate ids and External IDs): a plain insert. A concurrent
+        // writer's rows would make it fail on users_id, refusing the import.
+        let empty: bool = tx
+            .query_one("SELECT NOT EXISTS (SELECT 1 FROM users)", &[])
+            .await?
+            .try_get(0)?;
+        if !empty && rows.len() >= ANALYZE_THRESHOLD {
             tx.batch_execute("ANALYZE import_users").await?;
         }
-
-        if let Some(row) = tx
-            .query_opt(USERS_REFUSED, &[&options.replace_external_ids])
-            .await?
-        {
+        let refused = if empty {
+            None
+        } else {
+            tx.query_opt(USERS_REFUSED, &[&options.replace_external_ids])
+                .await?
+        };
+        if let Some(row) = refused {
             let id: String = row.try_get(0)?;
             let value: String = row.try_get(1)?;
             let holder: Option<String> = row.try_get(2)?;
@@ -787,12 +797,6 @@ impl PgStore {
             });
         }
 
-        // A first load into an empty table has nothing to compare or update: a plain insert
-        // (a concurrent writer's rows would make it fail on users_id, refusing the import).
-        let empty: bool = tx
-            .query_one("SELECT NOT EXISTS (SELECT 1 FROM users)", &[])
-            .await?
-            .try_get(0)?;
         let write = if empty {
             USERS_FIRST_LOAD
         } else {
@@ -864,9 +868,6 @@ impl PgStore {
                 .await?;
         }
         writer.finish().await?;
-        if rows.len() >= ANALYZE_THRESHOLD {
-            tx.batch_execute("ANALYZE import_accounts").await?;
-        }
         let empty: bool = tx
             .query_one(
                 "SELECT NOT EXISTS (SELECT 1 FROM accounts WHERE source_pk = $1)",
@@ -874,6 +875,9 @@ impl PgStore {
             )
             .await?
             .try_get(0)?;
+        if !empty && rows.len() >= ANALYZE_THRESHOLD {
+            tx.batch_execute("ANALYZE import_accounts").await?;
+        }
         let write = if empty {
             ACCOUNTS_FIRST_LOAD
         } else {
