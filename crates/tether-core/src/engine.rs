@@ -65,7 +65,7 @@ pub struct Rules {
 /// | duplicate_accounts, inactive_account | the candidates | — |
 /// | no_match | accounts of types that are not linked, if any share the e-mail | — |
 /// | duplicate_users | — | the other users sharing the e-mail |
-/// | account_taken | the account (and others sharing its value) | the user(s) holding or also given its value |
+/// | account_taken | the account (and the others sharing its value) | the user holding its value |
 ///
 /// Lists hold at most [`MAX_EVIDENCE`] entries; `total` is the full length of the longest.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -446,16 +446,41 @@ impl App {
             }
             Who::All => None,
         };
-        let input = self.store.load_link_input(source.pk).await?;
         let rules = Rules {
             field: source.external_id_field,
             link_inactive: source.link_inactive,
         };
+        // For one user, plan over the lean input and fetch only the evidence's accounts in
+        // full; for everyone, read every account column once.
+        let input = match selected {
+            Some(_) => self.store.load_plan_input(source.pk, rules.field).await?,
+            None => self.store.load_link_input(source.pk).await?,
+        };
         let plan = plan_links(&input.users, &input.accounts, &rules);
-        let accounts: BTreeMap<i64, &AccountRow> =
-            input.accounts.iter().map(|a| (a.pk, a)).collect();
         let outcomes: BTreeMap<i64, &Outcome> =
             plan.outcomes.iter().map(|o| (o.user_pk, o)).collect();
+        let fetched: Vec<AccountRow> = match &selected {
+            Some(users) => {
+                let pks: Vec<i64> = users
+                    .iter()
+                    .filter_map(|u| outcomes.get(&u.pk))
+                    .flat_map(|o| o.evidence.accounts.iter().copied())
+                    .collect();
+                self.store
+                    .get_accounts_by_pk(&pks)
+                    .await?
+                    .into_iter()
+                    .map(account_row)
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let accounts: BTreeMap<i64, &AccountRow> = match selected {
+            Some(_) => fetched.iter(),
+            None => input.accounts.iter(),
+        }
+        .map(|a| (a.pk, a))
+        .collect();
 
         let users: Vec<UserRecord> = match selected {
             Some(users) => users,
@@ -601,6 +626,19 @@ fn user_view(user: &UserRecord) -> UserView {
         username: user.username.clone(),
         email: user.email.clone(),
         external_id: user.external_id.clone(),
+    }
+}
+
+fn account_row(account: tether_store::AccountRecord) -> AccountRow {
+    AccountRow {
+        pk: account.pk,
+        account_id: account.account_id,
+        username: account.username,
+        key: account.key,
+        email: account.email,
+        email_key: account.email_key,
+        active: account.active,
+        account_type: account.account_type,
     }
 }
 

@@ -8,7 +8,7 @@ use crate::support::*;
 use tether_core::{
     settle, AccountType, Change, ChangeResult, Evidence, Origin, Outcome, Situation,
 };
-use tether_store::{situation_counts, NewAccount, NewRun, NewUser, Source, Store};
+use tether_store::{situation_counts, NewAccount, NewUser, Source, Store};
 
 pub async fn load_link_input_shapes(db: &TestDb) {
     let store = &db.store;
@@ -506,18 +506,17 @@ async fn two_new_links(store: &impl Store) -> Source {
     source
 }
 
-async fn start_run(store: &impl Store, source: &Source, at: tether_store::Timestamp) -> i64 {
-    store
-        .insert_run(&NewRun {
-            source_pk: source.pk,
-            kind: "reconcile".to_owned(),
-            dry_run: false,
-            external_id_field: source.external_id_field,
-            actor: "tester".to_owned(),
-            started_at: at,
-        })
-        .await
-        .expect("insert_run")
+/// Applies the whole plan in one run at `at`, in one batch: the run and the results by user pk.
+async fn apply_plan(
+    store: &impl Store,
+    source: &Source,
+    input: &tether_store::LinkInput,
+    plan: &tether_core::Plan,
+    at: tether_store::Timestamp,
+) -> (i64, BTreeMap<i64, ChangeResult>) {
+    let run_pk = start_run(store, source, at).await;
+    let results = apply(store, source, run_pk, at, input, plan, &plan.changes, 1000).await;
+    (run_pk, by_user(&plan.changes, &results))
 }
 
 /// Each change's result by the user it was for.
@@ -578,19 +577,7 @@ pub async fn apply_refuses_a_changed_external_id(store: &impl Store) {
         )
         .await
         .expect("import_users");
-    let run_pk = start_run(store, &source, T2).await;
-    let results = apply(
-        store,
-        &source,
-        run_pk,
-        T2,
-        &input,
-        &plan,
-        &plan.changes,
-        1000,
-    )
-    .await;
-    let results = by_user(&plan.changes, &results);
+    let (run_pk, results) = apply_plan(store, &source, &input, &plan, T2).await;
     assert_eq!(
         results[&a.pk],
         ChangeResult::Changed {
@@ -689,19 +676,7 @@ pub async fn apply_reports_a_taken_value(store: &impl Store) {
         )
         .await
         .expect("import_users");
-    let run_pk = start_run(store, &source, T2).await;
-    let results = apply(
-        store,
-        &source,
-        run_pk,
-        T2,
-        &input,
-        &plan,
-        &plan.changes,
-        1000,
-    )
-    .await;
-    let results = by_user(&plan.changes, &results);
+    let (_, results) = apply_plan(store, &source, &input, &plan, T2).await;
     assert_eq!(results[&a.pk], ChangeResult::Taken { holder_pk: z.pk });
     assert_eq!(
         results
@@ -746,19 +721,7 @@ pub async fn apply_reports_already_set(store: &impl Store) {
         )
         .await
         .expect("import_users");
-    let run_pk = start_run(store, &source, T2).await;
-    let results = apply(
-        store,
-        &source,
-        run_pk,
-        T2,
-        &input,
-        &plan,
-        &plan.changes,
-        1000,
-    )
-    .await;
-    let results = by_user(&plan.changes, &results);
+    let (_, results) = apply_plan(store, &source, &input, &plan, T2).await;
     assert_eq!(results[&a.pk], ChangeResult::AlreadySet);
     assert_eq!(
         results
@@ -811,19 +774,7 @@ pub async fn apply_skips_excluded_and_gone_users(db: &TestDb) {
         .await;
     assert_eq!(deleted, Ok(1));
 
-    let run_pk = start_run(store, &source, T2).await;
-    let results = apply(
-        store,
-        &source,
-        run_pk,
-        T2,
-        &input,
-        &plan,
-        &plan.changes,
-        1000,
-    )
-    .await;
-    let results = by_user(&plan.changes, &results);
+    let (_, results) = apply_plan(store, &source, &input, &plan, T2).await;
     assert_eq!(results[&a.pk], ChangeResult::Excluded);
     assert_eq!(results[&b.pk], ChangeResult::Gone);
     let a_now = user_by_id(store, "a").await;

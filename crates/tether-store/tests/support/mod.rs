@@ -378,17 +378,7 @@ pub async fn run(
     batch_size: usize,
 ) -> RunReport {
     let (input, plan) = plan(store, source).await;
-    let run_pk = store
-        .insert_run(&NewRun {
-            source_pk: source.pk,
-            kind: "reconcile".to_owned(),
-            dry_run: false,
-            external_id_field: source.external_id_field,
-            actor: "tester".to_owned(),
-            started_at: at,
-        })
-        .await
-        .expect("insert_run");
+    let run_pk = start_run(store, source, at).await;
     let results = apply(
         store,
         source,
@@ -485,4 +475,19 @@ pub fn stored_by_user(input: &LinkInput) -> BTreeMap<i64, Option<StoredOutcome>>
         .map(|u| u.pk)
         .zip(input.stored.iter().cloned())
         .collect()
+}
+
+/// Records the start of a reconcile run by "tester" at `at`.
+pub async fn start_run(store: &impl Store, source: &Source, at: Timestamp) -> i64 {
+    store
+        .insert_run(&NewRun {
+            source_pk: source.pk,
+            kind: "reconcile".to_owned(),
+            dry_run: false,
+            external_id_field: source.external_id_field,
+            actor: "tester".to_owned(),
+            started_at: at,
+        })
+        .await
+        .expect("insert_run")
 }
