@@ -8,7 +8,11 @@
 //! nothing of HTTP or the CLI.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod admin;
 mod error;
+pub mod jobs;
+pub mod scim;
+pub mod signin;
 pub mod postgres;
 pub mod sqlite;
 mod types;

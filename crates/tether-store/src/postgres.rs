@@ -11,6 +11,12 @@
 //! This module must not decide situations (it only calls [`tether_core::settle`]) and must
 //! not read the clock: every timestamp it writes comes from the caller.
 
+// Units of work for each feature, in files of their own (they see this module's helpers).
+mod admin;
+mod jobs;
+mod scim;
+mod signin;
+
 use crate::*;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Transaction};
 use futures_util::{pin_mut, TryStreamExt};
@@ -27,7 +33,13 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 /// Embedded migrations, applied in order; a version once applied is never edited.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../migrations/postgres/0002_admin.sql")),
+    (3, include_str!("../migrations/postgres/0003_jobs.sql")),
+    (4, include_str!("../migrations/postgres/0004_scim.sql")),
+    (5, include_str!("../migrations/postgres/0005_signin.sql")),
+];
 
 /// The advisory lock that serializes migrations across processes ("tether" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7465_7468_6572;

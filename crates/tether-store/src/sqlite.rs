@@ -7,6 +7,12 @@
 //! read never waits for a write. Work runs on the calling thread through
 //! `tokio::task::block_in_place` when the runtime allows it.
 
+// Units of work for each feature, in files of their own (they see this module's helpers).
+mod admin;
+mod jobs;
+mod scim;
+mod signin;
+
 use crate::*;
 use rusqlite::{
     params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
@@ -18,7 +24,13 @@ use tether_core::{
 };
 use time::format_description::well_known::Rfc3339;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_admin.sql")),
+    (3, include_str!("../migrations/sqlite/0003_jobs.sql")),
+    (4, include_str!("../migrations/sqlite/0004_scim.sql")),
+    (5, include_str!("../migrations/sqlite/0005_signin.sql")),
+];
 const READERS: usize = 4;
 
 /// A SQLite database file.

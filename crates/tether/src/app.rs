@@ -3,6 +3,10 @@
 //!
 //! This layer reads no clock (it takes `at`), prints nothing, and knows no SQL or HTTP.
 
+pub mod admin;
+pub mod scim;
+pub mod signin;
+
 use crate::error::{AppError, AppResult};
 use crate::files::{self, Format};
 use serde::Serialize;

@@ -1,0 +1,1 @@
+-- tether schema, postgres dialect: jobs. Never edit an applied migration: add a new file.

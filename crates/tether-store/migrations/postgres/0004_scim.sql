@@ -1,0 +1,1 @@
+-- tether schema, postgres dialect: scim. Never edit an applied migration: add a new file.

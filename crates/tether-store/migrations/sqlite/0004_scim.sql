@@ -1,0 +1,1 @@
+-- tether schema, sqlite dialect: scim. Never edit an applied migration: add a new file.

@@ -1,0 +1,1 @@
+-- tether schema, sqlite dialect: signin. Never edit an applied migration: add a new file.

@@ -1,0 +1,1 @@
+//! The `admin` units of work: trait, records, and the dispatch for [`crate::AnyStore`].

@@ -1,0 +1,1 @@
+//! The `jobs` units of work: trait, records, and the dispatch for [`crate::AnyStore`].

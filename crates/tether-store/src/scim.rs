@@ -1,0 +1,1 @@
+//! The `scim` units of work: trait, records, and the dispatch for [`crate::AnyStore`].

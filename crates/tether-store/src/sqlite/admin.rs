@@ -1,0 +1,4 @@
+//! admin: the sqlite implementation of the `admin` units of work (see `crate::admin`).
+
+#[allow(unused_imports)]
+use super::*;

@@ -1,0 +1,4 @@
+//! scim: the sqlite implementation of the `scim` units of work (see `crate::scim`).
+
+#[allow(unused_imports)]
+use super::*;

@@ -1,0 +1,4 @@
+//! scim use cases (see the parent module).
+
+#[allow(unused_imports)]
+use super::*;

@@ -1,0 +1,4 @@
+//! signin use cases (see the parent module).
+
+#[allow(unused_imports)]
+use super::*;
