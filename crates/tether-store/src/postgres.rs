@@ -178,6 +178,8 @@ fn known_constraint(name: &str) -> Option<&'static str> {
         "accounts_source_account_id",
         "tokens_name",
         "tokens_hash",
+        "admins_username",
+        "sessions_id_hash",
     ];
     KNOWN.iter().copied().find(|known| *known == name)
 }
@@ -203,6 +205,7 @@ fn conflict_message(constraint: &'static str, db: &DbError) -> String {
             format!("account '{account_id}' already exists in this source")
         }
         ("tokens_name", Some(name)) => format!("a token named '{name}' already exists"),
+        ("admins_username", Some(name)) => format!("an administrator named '{name}' already exists"),
         // Never echo a token hash.
         ("tokens_hash", _) => "a token with the same hash already exists".to_owned(),
         _ => format!("the value is already taken ({constraint})"),
@@ -535,7 +538,7 @@ SELECT pk, account_id,
        CASE WHEN $2::text IS NULL OR $2::text = 'key' THEN key END,
        CASE WHEN $2::text IS NULL OR $2::text = 'email' THEN email END,
        email_key, active, account_type
-FROM accounts WHERE source_pk = $1 ORDER BY pk";
+FROM accounts WHERE source_pk = $1 AND seen ORDER BY pk";
 
 const STAGE_CHANGES: &str = r#"
 CREATE TEMP TABLE apply_changes (

@@ -190,6 +190,8 @@ fn conflict(error: rusqlite::Error, value: &str) -> StoreError {
                 "accounts.source_pk, accounts.account_id" => "accounts_source_account_id",
                 "tokens.name" => "tokens_name",
                 "tokens.hash" => "tokens_hash",
+                "admins.username" => "admins_username",
+                "sessions.id_hash" => "sessions_id_hash",
                 _ => "unknown",
             };
             return StoreError::Conflict {
@@ -430,7 +432,7 @@ fn link_input(c: &Connection, source_pk: i64, only: Option<ExternalIdField>) -> 
                 CASE WHEN ?2 IS NULL OR ?2 = 'key' THEN key END,
                 CASE WHEN ?2 IS NULL OR ?2 = 'email' THEN email END,
                 email_key, active, account_type
-         FROM accounts WHERE +source_pk = ?1 ORDER BY pk",
+         FROM accounts WHERE +source_pk = ?1 AND seen ORDER BY pk",
     )?;
     let mut rows = statement.query(params![source_pk, only.map(ExternalIdField::as_str)])?;
     while let Some(row) = rows.next()? {

@@ -53,6 +53,8 @@ pub trait Progress {
 
 pub struct App {
     pub store: AnyStore,
+    /// Seals source credentials at rest; `None` when the server has nowhere to keep a key.
+    pub secret_key: Option<admin::SecretKey>,
     /// Who is acting, for the audit trail (e.g. `cli:alice`).
     pub actor: String,
 }
@@ -179,7 +181,11 @@ pub enum Who<'a> {
 
 impl App {
     pub fn new(store: AnyStore, actor: String) -> Self {
-        App { store, actor }
+        App {
+            store,
+            actor,
+            secret_key: None,
+        }
     }
 
     pub async fn add_source(&self, source: NewSource, at: Timestamp) -> AppResult<Source> {

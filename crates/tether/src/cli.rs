@@ -92,6 +92,45 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Run the admin server: web UI, REST API, SCIM, sign-in.
+    Serve {
+        /// Address to listen on (port 0 picks a free port; the bound URL is printed).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Fill an empty database with a demo organisation and a demo source first.
+        #[arg(long)]
+        demo: bool,
+        /// Where browsers reach this server (default http://LISTEN); https turns on Secure cookies.
+        #[arg(long, env = "TETHER_PUBLIC_URL")]
+        public_url: Option<String>,
+    },
+    /// Manage local administrators.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Pull User Data as a job: fetch a source's accounts, store, plan, apply (progress bar on a terminal).
+    Pull(crate::jobs::cli::PullArgs),
+    /// Pull jobs: list, show, cancel, approve, reject, undo, report, schedule, run.
+    #[command(subcommand)]
+    Jobs(crate::jobs::cli::JobsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Create an administrator; the password is read from the terminal, or from stdin with --password-stdin.
+    Create {
+        #[arg(long)]
+        username: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set an administrator's password (read as for create).
+    Passwd {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -428,8 +467,48 @@ pub async fn run(app: &App, command: Command) -> AppResult<()> {
             println!("created token '{name}' with scope {scope}; it is shown once, store it now:");
             println!("{token}");
         }
+        Command::Pull(args) => crate::jobs::cli::pull(app, args).await?,
+        Command::Jobs(command) => crate::jobs::cli::jobs(app, command).await?,
+        Command::Admin(AdminCommand::Create {
+            username,
+            password_stdin,
+        }) => {
+            let password = read_password(password_stdin)?;
+            app.create_admin(&username, &password, clock::now()).await?;
+            println!("created administrator '{username}'; sign in at /login");
+        }
+        Command::Admin(AdminCommand::Passwd {
+            username,
+            password_stdin,
+        }) => {
+            let password = read_password(password_stdin)?;
+            app.set_admin_password(&username, &password).await?;
+            println!("changed the password of administrator '{username}'");
+        }
+        Command::Serve { .. } => {
+            return Err(AppError::Input("serve is started by main".to_owned()));
+        }
     }
     Ok(())
+}
+
+/// A new password from the terminal (asked twice) or from the first line of stdin.
+fn read_password(from_stdin: bool) -> AppResult<String> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| AppError::Io(format!("stdin: {e}")))?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    let first = rpassword::prompt_password("New password: ")
+        .map_err(|e| AppError::Input(format!("cannot read a password from the terminal ({e}): use --password-stdin")))?;
+    let second = rpassword::prompt_password("Again: ")
+        .map_err(|e| AppError::Input(format!("cannot read a password from the terminal ({e})")))?;
+    if first != second {
+        return Err(AppError::Input("the passwords differ".to_owned()));
+    }
+    Ok(first)
 }
 
 fn skipped(n: u64) -> String {

@@ -20,4 +20,8 @@ impl Stopwatch {
     pub fn elapsed_ms(&self) -> u64 {
         self.0.elapsed().as_millis() as u64
     }
+
+    pub fn elapsed_micros(&self) -> u64 {
+        self.0.elapsed().as_micros() as u64
+    }
 }

@@ -11,6 +11,13 @@ pub enum AppError {
     /// A named thing does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// The write would break a rule (a value another user holds, a stale edit); nothing was
+    /// written.
+    #[error("{0}")]
+    Conflict(String),
+    /// Not allowed for this caller.
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -22,7 +29,7 @@ impl AppError {
     /// 2 usage error (from clap), 3 input refused with nothing written, 4 not found.
     pub fn exit_code(&self) -> i32 {
         match self {
-            AppError::Input(_) => 3,
+            AppError::Input(_) | AppError::Conflict(_) | AppError::Forbidden(_) => 3,
             AppError::NotFound(_) => 4,
             AppError::Store(StoreError::Conflict { .. } | StoreError::Invalid(_)) => 3,
             AppError::Store(StoreError::NotFound(_)) => 4,

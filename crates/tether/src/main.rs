@@ -9,10 +9,29 @@ mod app;
 mod cli;
 mod clock;
 mod error;
+mod demo;
 mod files;
+mod jobs;
+mod oidc;
+mod web;
 
 use clap::Parser;
 use tether_store::{redact_url, AnyStore};
+
+/// Structured request logs on stderr: JSON with `TETHER_LOG_FORMAT=json`, else text;
+/// the level from `RUST_LOG` (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::env::var("TETHER_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
 
 fn main() {
     let cli = cli::Cli::parse();
@@ -41,7 +60,46 @@ fn main() {
             "cli:{}",
             std::env::var("USER").unwrap_or_else(|_| "unknown".to_owned())
         );
-        let app = app::App::new(store, actor);
+        let mut app = app::App::new(store, actor);
+        app.secret_key = match app::admin::SecretKey::locate(&cli.database) {
+            Ok(key) => key,
+            Err(e) => {
+                eprintln!("tether: {e}");
+                return e.exit_code();
+            }
+        };
+        if let cli::Command::Serve {
+            listen,
+            demo,
+            public_url,
+        } = cli.command
+        {
+            init_logging();
+            let demo_hint = if demo {
+                match demo::seed(&app, clock::now()).await {
+                    Ok(hint) => Some(hint),
+                    Err(e) => {
+                        eprintln!("tether: demo: {e}");
+                        return e.exit_code();
+                    }
+                }
+            } else {
+                None
+            };
+            app.actor = "server".to_owned();
+            let options = web::ServeOptions {
+                listen,
+                public_url,
+                demo_hint,
+            };
+            return match web::serve(app, options).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("tether: {e:#}");
+                    1
+                }
+            };
+        }
         match cli::run(&app, cli.command).await {
             Ok(()) => 0,
             Err(e) => {
