@@ -51,6 +51,11 @@ pub trait Progress {
     fn advance(&self, _by: u64) {}
 }
 
+/// Draws nothing.
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
 pub struct App {
     pub store: AnyStore,
     /// Seals source credentials at rest; `None` when the server has nowhere to keep a key.

@@ -76,7 +76,7 @@ fn main() {
         {
             init_logging();
             let demo_hint = if demo {
-                match demo::seed(&app, clock::now()).await {
+                match demo::seed(&app, &cli.database, clock::now()).await {
                     Ok(hint) => Some(hint),
                     Err(e) => {
                         eprintln!("tether: demo: {e}");
