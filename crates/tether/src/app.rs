@@ -46,7 +46,7 @@ impl Default for ReconcileOptions {
 }
 
 /// Reports progress of long work; the CLI draws a bar, tests and pipes draw nothing.
-pub trait Progress {
+pub trait Progress: Sync {
     fn phase(&self, _name: &str, _total: Option<u64>) {}
     fn advance(&self, _by: u64) {}
 }
@@ -298,6 +298,19 @@ impl App {
         at: Timestamp,
         progress: &dyn Progress,
     ) -> AppResult<ReconcileReport> {
+        self.reconcile_as(&self.actor, source, options, at, progress)
+            .await
+    }
+
+    /// [`App::reconcile`] on behalf of `actor` (the admin in the UI, a job, a token).
+    pub async fn reconcile_as(
+        &self,
+        actor: &str,
+        source: &str,
+        options: ReconcileOptions,
+        at: Timestamp,
+        progress: &dyn Progress,
+    ) -> AppResult<ReconcileReport> {
         let ReconcileOptions {
             field,
             dry_run,
@@ -373,7 +386,7 @@ impl App {
                 kind: "reconcile".to_owned(),
                 dry_run: false,
                 external_id_field: field,
-                actor: self.actor.clone(),
+                actor: actor.to_owned(),
                 started_at: at,
             })
             .await?;
@@ -392,7 +405,7 @@ impl App {
                 source_pk: source.pk,
                 run_pk,
                 origin: Origin::Pull,
-                actor: &self.actor,
+                actor,
                 at,
                 changes,
                 outcomes,

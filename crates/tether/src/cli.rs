@@ -229,7 +229,7 @@ fn parse_situation(text: &str) -> Result<Situation, String> {
 struct Bar {
     bar: indicatif::ProgressBar,
     abort_after: Option<u64>,
-    batches: std::cell::Cell<u64>,
+    batches: std::sync::atomic::AtomicU64,
 }
 
 impl Bar {
@@ -242,7 +242,7 @@ impl Bar {
         Bar {
             bar,
             abort_after,
-            batches: std::cell::Cell::new(0),
+            batches: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -266,8 +266,11 @@ impl Progress for Bar {
 
     fn advance(&self, by: u64) {
         self.bar.inc(by);
-        self.batches.set(self.batches.get() + 1);
-        if self.abort_after == Some(self.batches.get()) {
+        let done = self
+            .batches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if self.abort_after == Some(done) {
             std::process::abort();
         }
     }

@@ -328,6 +328,19 @@ impl App {
         Ok((settings, secret))
     }
 
+    /// A source's connection settings as shown (never the secret: only whether one is stored).
+    pub async fn source_settings(&self, source: &Source) -> AppResult<(SourceSettings, bool)> {
+        let connection = self.store.get_source_connection(source.pk).await?;
+        let settings: SourceSettings = serde_json::from_str(&connection.settings)
+            .map_err(|e| AppError::Input(format!("source '{}': settings: {e}", source.name)))?;
+        Ok((settings, connection.sealed_secret.is_some()))
+    }
+
+    /// The newest runs of a source.
+    pub async fn list_runs(&self, source: &Source, limit: u32) -> AppResult<Vec<Run>> {
+        Ok(self.store.list_runs(source.pk, limit).await?)
+    }
+
     /// Saves a source's connection settings and (when given) its credential, sealed.
     pub async fn configure_source(
         &self,
@@ -583,5 +596,50 @@ impl App {
             history,
             last_run: runs.into_iter().next(),
         })
+    }
+
+    // --- Added for the REST API (crates/tether/src/web/api) ---
+
+    /// [`App::edit_external_id`] for callers that may leave out what they saw:
+    /// `expected: None` takes the user's current value (no stale-page check);
+    /// `Some(None)` means the user must have no External ID.
+    pub async fn edit_external_id_unless_stale(
+        &self,
+        id: &str,
+        expected: Option<Option<&str>>,
+        new: Option<&str>,
+        reason: &str,
+        actor: &str,
+        at: Timestamp,
+    ) -> AppResult<UserRecord> {
+        let current;
+        let expected = match expected {
+            Some(expected) => expected,
+            None => {
+                current = self.store.get_user(id).await?.external_id;
+                current.as_deref()
+            }
+        };
+        self.edit_external_id(id, expected, new, reason, actor, at)
+            .await
+    }
+
+    /// The key of the user with this id (API filters name users by id).
+    pub async fn user_pk(&self, id: &str) -> AppResult<i64> {
+        Ok(self.store.get_user(id).await?.pk)
+    }
+
+    /// Administrative events, newest first, older than `before_pk`.
+    pub async fn list_events(
+        &self,
+        before_pk: Option<i64>,
+        limit: u32,
+    ) -> AppResult<Vec<tether_store::admin::Event>> {
+        Ok(self.store.list_events(before_pk, limit).await?)
+    }
+
+    /// Every source, by name.
+    pub async fn list_sources(&self) -> AppResult<Vec<Source>> {
+        Ok(self.store.list_sources().await?)
     }
 }
