@@ -191,14 +191,20 @@ impl AdminStore for PgStore {
         self.admin_call(async {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
+            // One writer at a time, so the event names exactly what this save changed.
+            tx.execute("LOCK TABLE settings IN SHARE ROW EXCLUSIVE MODE", &[])
+                .await?;
+            let stored = tx
+                .query("SELECT key, value FROM settings", &[])
+                .await?
+                .iter()
+                .map(|r| Ok((r.try_get::<_, String>(0)?, r.try_get::<_, String>(1)?)))
+                .collect::<Result<Vec<_>>>()?;
+            // Compare with the effective settings (defaults for keys never saved).
+            let before = settings_rows(&settings_from_rows(stored)?)?;
             let mut changed = Vec::new();
-            for (key, value) in &rows {
-                let old = tx
-                    .query_opt("SELECT value FROM settings WHERE key = $1 FOR UPDATE", &[key])
-                    .await?
-                    .map(|r| r.try_get::<_, String>(0))
-                    .transpose()?;
-                if old.as_deref() != Some(value.as_str()) {
+            for ((key, value), (_, old)) in rows.iter().zip(before.iter()) {
+                if old != value {
                     tx.execute(
                         "INSERT INTO settings (key, value, updated_at, updated_by) VALUES ($1, $2, $3, $4)
                          ON CONFLICT (key) DO UPDATE SET value = excluded.value,

@@ -187,12 +187,15 @@ impl AdminStore for SqliteStore {
         let at_text = ts(at)?;
         self.write(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let stored = tx
+                .prepare("SELECT key, value FROM settings")?
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            // Compare with the effective settings (defaults for keys never saved).
+            let before = settings_rows(&settings_from_rows(stored)?)?;
             let mut changed = Vec::new();
-            for (key, value) in &rows {
-                let old: Option<String> = tx
-                    .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
-                    .optional()?;
-                if old.as_deref() != Some(value.as_str()) {
+            for ((key, value), (_, old)) in rows.iter().zip(before.iter()) {
+                if old != value {
                     tx.execute(
                         "INSERT INTO settings (key, value, updated_at, updated_by) VALUES (?1, ?2, ?3, ?4)
                          ON CONFLICT (key) DO UPDATE SET value = excluded.value,
