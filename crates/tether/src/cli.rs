@@ -161,13 +161,61 @@ pub enum ImportCommand {
     },
 }
 
+/// How to reach a source (see `tether_sources::SourceSettings`).
+#[derive(clap::Args, Debug, Default)]
+pub struct ConnectionArgs {
+    /// Jira site (https://example.atlassian.net) or SCIM base URL (…/scim/v2).
+    #[arg(long)]
+    base_url: Option<String>,
+    /// Jira Cloud: the e-mail address the API token belongs to.
+    #[arg(long)]
+    user: Option<String>,
+    /// File sources: the accounts file (CSV or JSON Lines) to read on each pull.
+    #[arg(long)]
+    path: Option<String>,
+    /// SCIM sources: `id` (default) or `externalId` as the account ID.
+    #[arg(long)]
+    account_id_attribute: Option<String>,
+    /// Read the credential (API token, personal access token, bearer token) from this
+    /// environment variable; it is stored sealed and never printed.
+    #[arg(long, value_name = "VAR")]
+    secret_env: Option<String>,
+}
+
+impl ConnectionArgs {
+    fn apply(&self, mut settings: tether_sources::SourceSettings) -> tether_sources::SourceSettings {
+        if let Some(v) = &self.base_url {
+            settings.base_url = Some(v.clone());
+        }
+        if let Some(v) = &self.user {
+            settings.user = Some(v.clone());
+        }
+        if let Some(v) = &self.path {
+            settings.path = Some(v.clone());
+        }
+        if let Some(v) = &self.account_id_attribute {
+            settings.account_id_attribute = Some(v.clone());
+        }
+        settings
+    }
+
+    fn secret(&self) -> AppResult<Option<String>> {
+        match &self.secret_env {
+            None => Ok(None),
+            Some(var) => std::env::var(var).map(Some).map_err(|_| {
+                AppError::Input(format!("--secret-env {var}: the environment variable is not set"))
+            }),
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum SourcesCommand {
     /// Add a source.
     Add {
         name: String,
-        /// file (accounts imported from files); jira_cloud, jira_dc and scim come with pull jobs.
-        #[arg(long, default_value = "file", value_parser = ["file"])]
+        /// jira_cloud, jira_dc, scim, or file (accounts from a CSV/JSON Lines file).
+        #[arg(long, default_value = "file", value_parser = ["file", "jira_cloud", "jira_dc", "scim"])]
         kind: String,
         /// Which account field fills External ID.
         #[arg(long, value_parser = parse_field, default_value = "account_id")]
@@ -175,6 +223,16 @@ pub enum SourcesCommand {
         /// Link users to inactive accounts too.
         #[arg(long)]
         link_inactive: bool,
+        #[command(flatten)]
+        connection: ConnectionArgs,
+    },
+    /// Change a source's connection settings or credential.
+    Set {
+        name: String,
+        #[arg(long, value_parser = parse_field)]
+        field: Option<ExternalIdField>,
+        #[command(flatten)]
+        connection: ConnectionArgs,
     },
     /// List sources.
     List,
@@ -189,6 +247,10 @@ pub enum TokenCommand {
         #[arg(long, value_parser = ["admin", "scim"])]
         scope: String,
     },
+    /// List tokens (never their values).
+    List,
+    /// Revoke a token by its id (from `token list`).
+    Revoke { id: i64 },
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -345,7 +407,10 @@ pub async fn run(app: &App, command: Command) -> AppResult<()> {
             kind,
             field,
             link_inactive,
+            connection,
         }) => {
+            let secret = connection.secret()?;
+            let at = clock::now();
             let source = app
                 .add_source(
                     NewSource {
@@ -354,9 +419,20 @@ pub async fn run(app: &App, command: Command) -> AppResult<()> {
                         external_id_field: field,
                         link_inactive,
                     },
-                    clock::now(),
+                    at,
                 )
                 .await?;
+            let settings = connection.apply(tether_sources::SourceSettings::default());
+            app.configure_source(
+                &source,
+                None,
+                None,
+                Some(&settings),
+                secret.as_deref(),
+                &app.actor,
+                at,
+            )
+            .await?;
             println!(
                 "added source {} (kind {}, External ID field {}{})",
                 source.name,
@@ -472,6 +548,45 @@ pub async fn run(app: &App, command: Command) -> AppResult<()> {
         }
         Command::Pull(args) => crate::jobs::cli::pull(app, args).await?,
         Command::Jobs(command) => crate::jobs::cli::jobs(app, command).await?,
+        Command::Sources(SourcesCommand::Set {
+            name,
+            field,
+            connection,
+        }) => {
+            let source = app.source(Some(&name)).await?;
+            let (settings, _) = app.source_settings(&source).await?;
+            let secret = connection.secret()?;
+            app.configure_source(
+                &source,
+                field,
+                None,
+                Some(&connection.apply(settings)),
+                secret.as_deref(),
+                &app.actor,
+                clock::now(),
+            )
+            .await?;
+            println!("updated source {name}");
+        }
+        Command::Token(TokenCommand::List) => {
+            println!("{:<6} {:<24} {:<6} {:<20} STATE", "ID", "NAME", "SCOPE", "LAST USED");
+            for t in app.list_tokens().await? {
+                println!(
+                    "{:<6} {:<24} {:<6} {:<20} {}",
+                    t.pk,
+                    t.name,
+                    t.scope,
+                    t.last_used_at
+                        .map(|at| at.date().to_string())
+                        .unwrap_or_else(|| "never".to_owned()),
+                    if t.revoked_at.is_some() { "revoked" } else { "active" }
+                );
+            }
+        }
+        Command::Token(TokenCommand::Revoke { id }) => {
+            app.revoke_token(id, &app.actor, clock::now()).await?;
+            println!("revoked token {id}");
+        }
         Command::Admin(AdminCommand::Create {
             username,
             password_stdin,
