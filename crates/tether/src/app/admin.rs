@@ -565,7 +565,7 @@ impl App {
             .iter()
             .filter(|r| !r.dry_run && r.state == "succeeded")
             .collect();
-        let situations = applied
+        let mut situations: BTreeMap<String, u64> = applied
             .first()
             .and_then(|run| {
                 let counts = run.summary.get("summary").unwrap_or(&run.summary);
@@ -576,6 +576,12 @@ impl App {
                 })
             })
             .unwrap_or_default();
+        // After an applied run its new links are simply linked (and stored as such).
+        if let Some(new) = situations.remove(Situation::NewLink.as_str()) {
+            *situations
+                .entry(Situation::Linked.as_str().to_owned())
+                .or_default() += new;
+        }
         let mut history: Vec<SharePoint> = applied
             .iter()
             .map(|run| {

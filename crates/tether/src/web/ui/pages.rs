@@ -421,6 +421,8 @@ async fn user_view(
                     p { button.danger type="submit" { "Clear External ID" } }
                 }
             }
+            h2 { (if u.excluded { "Included again?" } else { "Exclude from linking" }) }
+            p.muted { "Excluded users are never changed by pulls, sign-ins or SCIM linking." }
             form.stack #exclude method="post" action={(action) "/exclude"} {
                 (csrf_field(session))
                 input type="hidden" name="excluded" value=(if u.excluded { "no" } else { "yes" });
