@@ -30,7 +30,7 @@ use tether_core::{
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::{DbError, SqlState};
 use tokio_postgres::types::Type;
-use tokio_postgres::{IsolationLevel, NoTls, Row};
+use tokio_postgres::{IsolationLevel, Row};
 
 /// Embedded migrations, applied in order; a version once applied is never edited.
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -50,13 +50,28 @@ const APPLY_ATTEMPTS: u32 = 3;
 /// Above this many staged rows, statistics are gathered so the planner picks hash joins.
 const ANALYZE_THRESHOLD: usize = 10_000;
 
+/// TLS for `sslmode=prefer|require` URLs: rustls with the web PKI roots.
+fn tls_connector() -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| StoreError::Pool(format!("TLS setup: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
 /// A PostgreSQL database reached through a connection pool.
 pub struct PgStore {
     pool: Pool,
 }
 
 impl PgStore {
-    /// Connects to a `postgres://` URL (without TLS for now) and migrates the database.
+    /// Connects to a `postgres://` URL (TLS as its `sslmode` says) and migrates the database.
     pub async fn open(url: &str) -> Result<Self> {
         let config: tokio_postgres::Config = url.parse()?;
         Self::open_config(config).await
@@ -66,7 +81,7 @@ impl PgStore {
     pub async fn open_config(config: tokio_postgres::Config) -> Result<Self> {
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls_connector()?,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -79,6 +94,8 @@ impl PgStore {
         Ok(store)
     }
 
+    /// Pooled connections; `sslmode` in the URL decides TLS (`prefer` by default, `require`
+    /// to insist), verified against the web PKI roots with rustls, the one TLS stack.
     async fn client(&self) -> Result<deadpool_postgres::Client> {
         self.pool.get().await.map_err(|err| match err {
             PoolError::Backend(err) => StoreError::Postgres(err),
@@ -1385,7 +1402,7 @@ mod tests {
     }
 
     async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
-        let (client, connection) = config.connect(NoTls).await.unwrap();
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
         tokio::spawn(connection);
         client
     }
