@@ -830,7 +830,7 @@ async fn source_view(
         @if let Some((kind, text)) = message { (notice(kind, text)) }
         section.card {
             h2 { "Pull User Data" }
-            p.muted { "Fetches the accounts of " (kind_label(&source.kind)) " source " strong { (source.name) } ", matches every user, and writes External IDs. Preview shows the plan and writes nothing." }
+            p.muted { "Run starts a background job that fetches the accounts of " (kind_label(&source.kind)) " source " strong { (source.name) } ", matches every user, and writes External IDs, with live progress. Preview shows the plan against the accounts stored by the last pull, and writes nothing." }
             form.row #pull-user-data method="post" action={(action) "/pull"} {
                 (csrf_field(session))
                 div {
@@ -961,12 +961,33 @@ async fn pull(
         "run" => false,
         other => return error_page(&session, AppError::Input(format!("action must be preview or run, not '{other}'"))),
     };
-    let mut options = ReconcileOptions {
+    if !dry_run {
+        // Run = a background pull job (fetch, store, plan, safeguard, apply) with the chosen
+        // field saved on the source, as the dropdown promises; its page shows live progress.
+        let started = async {
+            let source = state.app.source(Some(&name)).await?;
+            state
+                .app
+                .configure_source(&source, Some(field), None, None, None, &session.principal, clock::now())
+                .await?;
+            crate::jobs::start(&state.app, &name, false, &session.principal, clock::now()).await
+        }
+        .await;
+        return match started {
+            Ok(job) => Redirect::to(&format!("/jobs/{}", job.pk)).into_response(),
+            Err(e @ (AppError::Input(_) | AppError::Conflict(_) | AppError::Store(tether_store::StoreError::Conflict { .. }))) => {
+                let text = e.to_string();
+                source_view(&state, &session, &name, Some(("error", &text)), None, StatusCode::CONFLICT).await
+            }
+            Err(e) => error_page(&session, e),
+        };
+    }
+    // Preview plans against the accounts stored by the last pull and writes nothing.
+    let options = ReconcileOptions {
         field: Some(field),
-        dry_run,
+        dry_run: true,
         ..ReconcileOptions::default()
     };
-    options.dry_run = dry_run;
     match state
         .app
         .reconcile_as(&session.principal, &name, options, clock::now(), &crate::app::NoProgress)
