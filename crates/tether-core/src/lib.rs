@@ -11,6 +11,8 @@ pub mod email;
 pub mod engine;
 pub mod explain;
 pub mod model;
+pub mod scim;
+pub mod signin;
 
 pub use email::{match_key, EmailKey, EmailNormalizer, InvalidEmail};
 pub use engine::{
