@@ -4,14 +4,37 @@
 //! Lines file. Each turns the remote records into [`NewAccount`]s (with match keys from
 //! `tether-core`) and hands them over page by page. A source knows HTTP and the remote
 //! formats; it knows nothing of the store's SQL, of jobs or of linking, and never reads the
-//! clock except through the timeouts and back-off of its HTTP client.
+//! wall clock: timeouts, back-off and the pause after a `429` use tokio's monotonic timer,
+//! and a `Retry-After` date is measured against the answer's own `Date` header.
+//!
+//! Entry point: [`connect`] (settings checked up front, errors name the field), then
+//! [`Source::fetch`]. A job counts progress in its sink ([`ProgressCounter`]). The
+//! [`simulator`] module (and the `jira-sim` binary) play Jira Cloud and Data Center for
+//! tests, demos and benchmarks.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 pub use tether_store::NewAccount;
+
+mod connect;
+mod fetch;
+pub mod file;
+mod http;
+pub mod jira_cloud;
+pub mod jira_dc;
+pub mod scim;
+pub mod simulator;
+
+pub use connect::{
+    connect, Defaults, DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT_SECONDS, MAX_CONCURRENCY,
+};
+pub use file::FileSource;
+pub use jira_cloud::JiraCloud;
+pub use jira_dc::JiraDataCenter;
+pub use scim::ScimSource;
 
 /// The kinds of source, as stored in `sources.kind`.
 pub const KINDS: &[&str] = &["jira_cloud", "jira_dc", "scim", "file"];
@@ -26,7 +49,10 @@ pub struct SourceSettings {
     pub base_url: Option<String>,
     /// Jira Cloud: the e-mail address the API token belongs to (basic auth user).
     pub user: Option<String>,
-    /// SCIM: which attribute is the account ID: `id` (default) or `externalId`.
+    /// Which attribute of a remote record is the account ID. SCIM: `id` (default) or
+    /// `externalId`. Jira Data Center: `key` (default: DC's immutable user key, e.g.
+    /// `JIRAUSER10100`) or `name` (the username, which an admin can rename). Jira Cloud always
+    /// uses `accountId` and refuses any other value.
     pub account_id_attribute: Option<String>,
     /// File: the path of a CSV or JSON Lines accounts file (DESIGN §5 header).
     pub path: Option<String>,
@@ -79,7 +105,10 @@ pub struct FetchReport {
 pub enum SourceError {
     /// The settings are unusable; names the field.
     #[error("{field}: {message}")]
-    Settings { field: &'static str, message: String },
+    Settings {
+        field: &'static str,
+        message: String,
+    },
     /// The remote refused our credentials (401/403).
     #[error("the source refused the credentials: {0}")]
     Unauthorized(String),
@@ -107,4 +136,35 @@ pub trait Source: Send + Sync {
         sink: PageSink<'a>,
         cancel: &'a AtomicBool,
     ) -> BoxFuture<'a, Result<FetchReport, SourceError>>;
+}
+
+/// Counts pages and accounts as a sink sees them, for a job's live progress: call
+/// [`ProgressCounter::record`] in the sink and [`ProgressCounter::get`] from anywhere.
+#[derive(Debug, Default)]
+pub struct ProgressCounter {
+    pages: AtomicU64,
+    accounts: AtomicU64,
+}
+
+impl ProgressCounter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counts one page; returns the progress including it.
+    pub fn record(&self, page: &Page) -> FetchProgress {
+        let pages = self.pages.fetch_add(1, Ordering::Relaxed) + 1;
+        let accounts = self
+            .accounts
+            .fetch_add(page.accounts.len() as u64, Ordering::Relaxed)
+            + page.accounts.len() as u64;
+        FetchProgress { pages, accounts }
+    }
+
+    pub fn get(&self) -> FetchProgress {
+        FetchProgress {
+            pages: self.pages.load(Ordering::Relaxed),
+            accounts: self.accounts.load(Ordering::Relaxed),
+        }
+    }
 }
