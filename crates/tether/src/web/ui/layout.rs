@@ -39,6 +39,7 @@ pub fn page(title: &str, active: Nav, session: &Session, body: Markup) -> Markup
                 meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"allowEval":false}"#;
                 meta name="csrf-token" content=(session.csrf);
                 title { (title) " · tether" }
+                link rel="icon" href="data:,";
                 link rel="stylesheet" href="/static/app.css";
                 script src="/static/htmx.min.js" defer {}
                 script src="/static/app.js" defer {}
@@ -75,6 +76,7 @@ pub fn bare(title: &str, body: Markup) -> Markup {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · tether" }
+                link rel="icon" href="data:,";
                 link rel="stylesheet" href="/static/app.css";
             }
             body.bare {
