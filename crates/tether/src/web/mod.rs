@@ -207,6 +207,13 @@ pub async fn serve(app: App, options: ServeOptions) -> anyhow::Result<()> {
     eprintln!("tether: listening on http://{bound}");
     if let Some(hint) = &options.demo_hint {
         eprintln!("tether: open {public_url}/ and sign in with {hint}");
+    } else {
+        use tether_store::admin::AdminStore;
+        if app.store.count_admins().await.unwrap_or(0) == 0 {
+            eprintln!(
+                "tether: no administrator yet: create one with `tether admin create --username NAME`, then sign in at {public_url}/login"
+            );
+        }
     }
     let state = AppState::new(app, public_url, options.demo_hint);
     jobs::start_background(&state);
