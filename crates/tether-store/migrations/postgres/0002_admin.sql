@@ -54,4 +54,3 @@ CREATE TRIGGER events_no_delete BEFORE DELETE ON events
 
 CREATE INDEX audit_origin ON audit (origin, pk);
 CREATE INDEX users_display_name_lower ON users (lower(display_name) text_pattern_ops);
-CREATE INDEX users_username_lower ON users (lower(username) text_pattern_ops);

@@ -54,4 +54,3 @@ BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END;
 
 CREATE INDEX audit_origin ON audit (origin, pk);
 CREATE INDEX users_display_name_lower ON users (lower(display_name));
-CREATE INDEX users_username_lower ON users (lower(username));

@@ -232,6 +232,22 @@ impl AdminStore for SqliteStore {
     }
 
     async fn find_token(&self, hash: &str, at: Timestamp) -> Result<Option<TokenRecord>> {
+        // A read answers most calls: last_used_at is refreshed at most once a minute, so
+        // authenticating an API or SCIM request rarely takes SQLite's single writer lock.
+        let found = self.read(|c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1 AND revoked_at IS NULL"
+            ))?
+            .query_row([hash], token_row)
+            .optional()?)
+        })?;
+        match &found {
+            None => return Ok(None),
+            Some(t) if t.last_used_at.is_some_and(|used| used > at - time::Duration::MINUTE) => {
+                return Ok(found)
+            }
+            Some(_) => {}
+        }
         let at = ts(at)?;
         self.write(|c| {
             Ok(c.query_row(
@@ -332,7 +348,7 @@ impl AdminStore for SqliteStore {
             let mut statement = c.prepare_cached(&format!(
                 "SELECT {USER_COLUMNS} FROM users AS u WHERE u.pk IN (
                      SELECT pk FROM users WHERE email_key >= ?1 AND email_key < ?2
-                     UNION SELECT pk FROM users WHERE lower(username) >= ?1 AND lower(username) < ?2
+                     UNION SELECT pk FROM users WHERE username = ?3
                      UNION SELECT pk FROM users WHERE lower(display_name) >= ?1 AND lower(display_name) < ?2
                      UNION SELECT pk FROM users WHERE id = ?3
                      UNION SELECT pk FROM users WHERE external_id = ?3)
