@@ -1,0 +1,636 @@
+//! Sign-in with OpenID Connect end to end, as a browser does it: `tether serve` (a
+//! subprocess, on SQLite and on PostgreSQL) against a real OpenID provider (PyPI oidc-provider-mock, from
+//! `$TETHER_PEERS_BIN`, started here on a free port), through HTTP with redirects and
+//! cookies. The first sign-in links by an e-mail in another case; the second matches by
+//! External ID after the e-mail changed; every refusal (unverified e-mail, two profiles with
+//! the e-mail, a profile linked to another account, an inactive profile, Auto-populate off,
+//! a missing, mismatched or replayed state) links nothing. Admins (by a group claim) land on
+//! the admin UI. The decision API answers under the same rules.
+//!
+//! Token-level forgeries (tampered signature, `alg: none`, wrong audience / issuer, expired,
+//! wrong nonce) are refused by the validator's own tests (`src/oidc/tests.rs`), with tokens
+//! signed there: the mock only ever signs correctly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use reqwest::header::{LOCATION, SET_COOKIE};
+use reqwest::StatusCode;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+use tether_store::admin::{AdminStore, Settings};
+use tether_store::{AnyStore, Store, UserRecord};
+use time::macros::datetime;
+
+/// A process this test started; killed (by its id) when dropped.
+struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads `child`'s stream line by line on a thread; returns the first line containing
+/// `marker`, waiting at most 60 s, and keeps draining the rest.
+fn first_line_with(stream: impl std::io::Read + Send + 'static, marker: &'static str) -> String {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if !sent && line.contains(marker) {
+                let _ = sender.send(line);
+                sent = true;
+            }
+        }
+    });
+    receiver
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("no line with '{marker}' within 60 s"))
+}
+
+/// The OpenID provider on a free port; its base URL is its issuer.
+fn start_provider() -> (Peer, String) {
+    let bin = std::env::var("TETHER_PEERS_BIN").unwrap_or_else(|_| {
+        panic!(
+            "TETHER_PEERS_BIN is not set, so the OpenID Connect tests cannot start their provider: \
+             run scripts/peers/install and eval its last line, or run scripts/test"
+        )
+    });
+    let script = r#"
+import sys, threading, werkzeug.serving
+from oidc_provider_mock import app
+server = werkzeug.serving.make_server("127.0.0.1", 0, app(require_nonce=True), threaded=True)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+print(f"listening http://127.0.0.1:{server.server_port}", flush=True)
+sys.stdin.read()
+"#;
+    let mut child = Command::new(format!("{bin}/python"))
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin}/python: {e}"));
+    let stdout = child.stdout.take().unwrap();
+    let peer = Peer(child);
+    let line = first_line_with(stdout, "listening ");
+    let base = line.trim_start_matches("listening ").trim().to_owned();
+    (peer, base)
+}
+
+fn tether_cli(db: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(args)
+        .env("TETHER_DATABASE_URL", db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "tether {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// `tether serve` on a free port, configured for the provider.
+fn start_tether(db: &str, issuer: &str) -> (Peer, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("TETHER_DATABASE_URL", db)
+        .env("TETHER_OIDC_ISSUER", issuer)
+        .env("TETHER_OIDC_CLIENT_ID", "tether-e2e")
+        .env("TETHER_OIDC_CLIENT_SECRET", "e2e-secret")
+        .env("TETHER_OIDC_ADMIN_CLAIM", "groups=tether-admins")
+        .env_remove("TETHER_OIDC_REDIRECT_URL")
+        .env_remove("TETHER_PUBLIC_URL")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let peer = Peer(child);
+    let line = first_line_with(stderr, "tether: listening on ");
+    let base = line
+        .split("listening on ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_owned();
+    (peer, base)
+}
+
+/// What the browser saw at the end of one sign-in.
+struct SignIn {
+    /// The callback's status (303 when let in).
+    status: StatusCode,
+    /// Where the callback sent the browser, if it did.
+    landed: Option<String>,
+    /// The final page.
+    body: String,
+    /// The callback URL the provider redirected to (to replay it).
+    callback: String,
+    /// The handle of the flow cookie `/auth/login` set.
+    handle: String,
+}
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn location(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get(LOCATION)
+        .unwrap_or_else(|| panic!("no Location on a {} response", response.status()))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Sets the claims the provider will put in `sub`'s ID token.
+async fn provider_user(provider: &str, sub: &str, claims: serde_json::Value) {
+    let response = reqwest::Client::new()
+        .put(format!("{provider}/users/{sub}"))
+        .json(&claims)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+}
+
+/// /auth/login → the provider's authorization form, answered as `sub` → /auth/callback →
+/// wherever tether sends the browser.
+async fn sign_in(client: &reqwest::Client, tether: &str, sub: &str) -> SignIn {
+    let start = client
+        .get(format!("{tether}/auth/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        start.status(),
+        StatusCode::SEE_OTHER,
+        "/auth/login redirects"
+    );
+    let cookie = start
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with("tether_oidc="))
+        .expect("/auth/login sets the flow cookie");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    let handle = cookie
+        .trim_start_matches("tether_oidc=")
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let authorize = location(&start);
+    assert!(
+        authorize.contains("code_challenge_method=S256"),
+        "{authorize}"
+    );
+    assert!(authorize.contains("nonce="), "{authorize}");
+    let consent = client
+        .post(&authorize)
+        .form(&[("sub", sub)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        consent.status(),
+        StatusCode::FOUND,
+        "the provider redirects back: {}",
+        consent.text().await.unwrap_or_default()
+    );
+    let callback = location(&consent);
+    assert!(
+        callback.starts_with(&format!("{tether}/auth/callback?")),
+        "{callback}"
+    );
+    let answer = client.get(&callback).send().await.unwrap();
+    let status = answer.status();
+    if status == StatusCode::SEE_OTHER {
+        let landed = location(&answer);
+        let page = client
+            .get(format!("{tether}{landed}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), StatusCode::OK, "{landed}");
+        return SignIn {
+            status,
+            landed: Some(landed),
+            body: page.text().await.unwrap(),
+            callback,
+            handle,
+        };
+    }
+    SignIn {
+        status,
+        landed: None,
+        body: answer.text().await.unwrap(),
+        callback,
+        handle,
+    }
+}
+
+async fn user(store: &AnyStore, id: &str) -> UserRecord {
+    let found = store.find_users(id, None).await.unwrap();
+    assert_eq!(found.len(), 1, "one user {id}");
+    found.into_iter().next().unwrap()
+}
+
+async fn set_auto_populate(store: &AnyStore, on: bool) {
+    let settings = Settings {
+        auto_populate: on,
+        ..store.get_settings().await.unwrap()
+    };
+    store
+        .update_settings(&settings, "test", datetime!(2026-01-01 00:00 UTC))
+        .await
+        .unwrap();
+}
+
+const USERS: &str = "id,username,email,display_name,active,external_id
+u-alice,alice,Alice@Example.COM,Alice Liddell,true,
+u-carol,carol,carol@example.com,Carol,true,
+u-dup1,dup1,dup@example.com,Dup One,true,
+u-dup2,dup2,DUP@example.com,Dup Two,true,
+u-dave,dave,dave@example.com,Dave,true,acc-dave-old
+u-gina,gina,gina@example.com,Gina,true,
+u-ivan,ivan,ivan@example.com,Ivan,false,
+";
+
+/// A fresh database: a SQLite file in `dir`, or a new database on the PostgreSQL server named
+/// by `TETHER_TEST_PG_URL` (scripts/test starts one; without it the PostgreSQL test fails).
+fn database(postgres: bool, dir: &std::path::Path, name: &str) -> String {
+    if !postgres {
+        return format!("sqlite:{}", dir.join("tether.db").display());
+    }
+    let server = std::env::var("TETHER_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!("TETHER_TEST_PG_URL is not set: run scripts/test, or start a cluster with scripts/pg-cluster.sh start DIR and export the URL it prints")
+    });
+    let database = format!("{name}_{}", std::process::id());
+    for statement in [
+        format!("DROP DATABASE IF EXISTS {database}"),
+        format!("CREATE DATABASE {database}"),
+    ] {
+        let status = Command::new("psql")
+            .args([server.as_str(), "-qc", &statement])
+            .env("PGOPTIONS", "-c client_min_messages=warning")
+            .status()
+            .unwrap();
+        assert!(status.success(), "{statement} on {server}");
+    }
+    let base = server.rsplit_once('/').map(|(base, _)| base).unwrap();
+    format!("{base}/{database}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_sign_in_links_then_matches_and_refusals_link_nothing() {
+    scenario(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sign_in_links_then_matches_and_refusals_link_nothing() {
+    scenario(true).await;
+}
+
+async fn scenario(postgres: bool) {
+    let (_provider_process, provider) = start_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(postgres, dir.path(), "signin_oidc");
+    let users_file = dir.path().join("users.csv");
+    std::fs::write(&users_file, USERS).unwrap();
+    tether_cli(
+        &db,
+        &["import", "users", users_file.to_str().unwrap()],
+        None,
+    );
+    let token_output = tether_cli(
+        &db,
+        &["token", "create", "--name", "portal", "--scope", "admin"],
+        None,
+    );
+    let token = token_output.lines().last().unwrap().trim().to_owned();
+    let store = AnyStore::open(&db).await.unwrap();
+    set_auto_populate(&store, true).await;
+    let (_tether_process, tether) = start_tether(&db, &provider);
+
+    // 1. First sign-in: the profile's e-mail differs in case; linked by e-mail (origin login).
+    provider_user(
+        &provider,
+        "acc-alice",
+        serde_json::json!({"email": "alice@example.com", "email_verified": true, "name": "Alice"}),
+    )
+    .await;
+    let alice_browser = browser();
+    let first = sign_in(&alice_browser, &tether, "acc-alice").await;
+    assert_eq!(first.status, StatusCode::SEE_OTHER, "{}", first.body);
+    assert_eq!(first.landed.as_deref(), Some("/me"));
+    assert!(
+        first.body.contains("acc-alice"),
+        "My account shows the link: {}",
+        first.body
+    );
+    assert!(first.body.contains("new_link"), "{}", first.body);
+    let alice = user(&store, "u-alice").await;
+    assert_eq!(alice.external_id.as_deref(), Some("acc-alice"));
+    assert_eq!(alice.external_id_origin, Some(tether_core::Origin::Login));
+    // The admin sees it in the audit log, with origin login.
+    let audit = tether_cli(
+        &db,
+        &["audit", "--user", "u-alice", "--format", "jsonl"],
+        None,
+    );
+    let entries: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 1, "{audit}");
+    assert_eq!(entries[0]["origin"], "login");
+    assert_eq!(entries[0]["new_value"], "acc-alice");
+    assert_eq!(entries[0]["old_value"], serde_json::Value::Null);
+
+    // A replayed callback (even with the flow cookie put back) is refused and changes nothing.
+    let replay = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(&first.callback)
+        .header("Cookie", format!("tether_oidc={}", first.handle))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
+    assert!(replay.text().await.unwrap().contains("replayed state"));
+
+    // Sign-out ends the session: /me asks to sign in again.
+    let me = alice_browser
+        .get(format!("{tether}/me"))
+        .send()
+        .await
+        .unwrap();
+    let page = me.text().await.unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a sign-out form with its CSRF token")
+        .to_owned();
+    let out = alice_browser
+        .post(format!("{tether}/auth/logout"))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), StatusCode::OK);
+    let after = alice_browser
+        .get(format!("{tether}/me"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), StatusCode::SEE_OTHER, "signed out");
+
+    // 2. Second sign-in after the e-mail changed at the provider: matched by External ID.
+    provider_user(
+        &provider,
+        "acc-alice",
+        serde_json::json!({"email": "alice.new@elsewhere.example", "email_verified": true}),
+    )
+    .await;
+    let second = sign_in(&browser(), &tether, "acc-alice").await;
+    assert_eq!(second.landed.as_deref(), Some("/me"), "{}", second.body);
+    assert!(second.body.contains("u-alice"), "{}", second.body);
+    assert!(second.body.contains("linked"), "{}", second.body);
+    let audit = store.list_audit(Some(alice.pk), 10).await.unwrap();
+    assert_eq!(audit.len(), 1, "nothing more written");
+
+    // Refusals: each gets a page saying what happened and what the admin can do, and links nothing.
+    let refusals: &[(&str, serde_json::Value, &str, &str)] = &[
+        (
+            "acc-carol",
+            serde_json::json!({"email": "carol@example.com", "email_verified": false}),
+            "u-carol",
+            "email_verified",
+        ),
+        (
+            "acc-dup",
+            serde_json::json!({"email": "dup@example.com", "email_verified": true}),
+            "u-dup1",
+            "duplicate_users",
+        ),
+        (
+            "acc-dave-new",
+            serde_json::json!({"email": "Dave@example.com", "email_verified": true}),
+            "u-dave",
+            "conflict",
+        ),
+        (
+            "acc-ivan",
+            serde_json::json!({"email": "ivan@example.com", "email_verified": true}),
+            "u-ivan",
+            "inactive_profile",
+        ),
+        (
+            "acc-nobody",
+            serde_json::json!({"email": "nobody@example.com", "email_verified": true}),
+            "u-gina",
+            "no_match",
+        ),
+    ];
+    for (sub, claims, profile, expected) in refusals {
+        provider_user(&provider, sub, claims.clone()).await;
+        let before = user(&store, profile).await;
+        let refused = sign_in(&browser(), &tether, sub).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::FORBIDDEN,
+            "{sub}: {}",
+            refused.body
+        );
+        assert!(refused.body.contains(expected), "{sub}: {}", refused.body);
+        assert!(
+            refused.body.contains("What an administrator can do"),
+            "{}",
+            refused.body
+        );
+        assert_eq!(
+            user(&store, profile).await,
+            before,
+            "{sub}: nothing changed"
+        );
+    }
+    assert_eq!(user(&store, "u-dup2").await.external_id, None);
+    assert_eq!(
+        user(&store, "u-dave").await.external_id.as_deref(),
+        Some("acc-dave-old")
+    );
+
+    // Auto-populate off: a profile that would link by e-mail is refused.
+    set_auto_populate(&store, false).await;
+    provider_user(
+        &provider,
+        "acc-gina",
+        serde_json::json!({"email": "gina@example.com", "email_verified": true}),
+    )
+    .await;
+    let off = sign_in(&browser(), &tether, "acc-gina").await;
+    assert_eq!(off.status, StatusCode::FORBIDDEN);
+    assert!(off.body.contains("auto_populate_off"), "{}", off.body);
+    assert_eq!(user(&store, "u-gina").await.external_id, None);
+    // …but a profile already linked still signs in by its External ID.
+    let linked = sign_in(&browser(), &tether, "acc-alice").await;
+    assert_eq!(linked.landed.as_deref(), Some("/me"));
+    set_auto_populate(&store, true).await;
+
+    // A missing state (no flow cookie) and a state that is not this browser's are refused.
+    let stranger = browser();
+    let no_cookie = stranger
+        .get(format!("{tether}/auth/callback?code=abc&state=xyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_cookie.status(), StatusCode::BAD_REQUEST);
+    assert!(no_cookie.text().await.unwrap().contains("missing state"));
+    let started = stranger
+        .get(format!("{tether}/auth/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), StatusCode::SEE_OTHER);
+    let mismatch = stranger
+        .get(format!("{tether}/auth/callback?code=abc&state=not-the-one"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mismatch.status(), StatusCode::BAD_REQUEST);
+    assert!(mismatch.text().await.unwrap().contains("state mismatch"));
+    assert_eq!(user(&store, "u-gina").await.external_id, None);
+
+    // An administrator (by group claim) lands on the admin UI, without a profile of their own.
+    provider_user(
+        &provider,
+        "acc-admin",
+        serde_json::json!({"email": "it@example.com", "email_verified": true, "groups": ["staff", "tether-admins"]}),
+    )
+    .await;
+    let admin = sign_in(&browser(), &tether, "acc-admin").await;
+    assert_eq!(admin.landed.as_deref(), Some("/"), "{}", admin.body);
+
+    // The sign-in trail has every decision.
+    let events = tether_store::signin::SigninStore::list_sign_in_events(&store, None, 100)
+        .await
+        .unwrap();
+    let situations: Vec<&str> = events.iter().rev().map(|e| e.situation.as_str()).collect();
+    assert_eq!(
+        situations,
+        vec![
+            "new_link",
+            "linked",
+            "email_not_verified",
+            "duplicate_users",
+            "conflict",
+            "inactive_profile",
+            "no_match",
+            "auto_populate_off",
+            "linked",
+            "no_match",
+        ],
+    );
+    // A refusal about a profile is on that profile's audit trail, External ID unchanged.
+    let dave = user(&store, "u-dave").await;
+    let dave_audit = store.list_audit(Some(dave.pk), 10).await.unwrap();
+    assert_eq!(dave_audit[0].origin, tether_core::Origin::Login);
+    assert!(
+        dave_audit[0]
+            .reason
+            .starts_with("sign_in_refused: conflict"),
+        "{dave_audit:?}"
+    );
+    assert_eq!(dave_audit[0].new_value.as_deref(), Some("acc-dave-old"));
+
+    // The decision API: same rules, admin token required.
+    let api = reqwest::Client::new();
+    let resolve = |body: serde_json::Value| {
+        api.post(format!("{tether}/api/v1/sign-in/resolve"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let answer: serde_json::Value = resolve(serde_json::json!({
+        "issuer": "https://portal.example.com", "subject": "acc-gina",
+        "email": "GINA@example.com", "email_verified": true
+    }))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(answer["user_id"], "u-gina");
+    assert_eq!(answer["linked_now"], true);
+    assert_eq!(answer["situation"], "new_link");
+    assert!(answer["explanation"].as_str().unwrap().contains("u-gina"));
+    let again: serde_json::Value = resolve(serde_json::json!({
+        "issuer": "https://portal.example.com", "subject": "acc-gina",
+        "email": "changed@example.com", "email_verified": false
+    }))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        (again["situation"].as_str(), again["linked_now"].as_bool()),
+        (Some("linked"), Some(false))
+    );
+    let duplicate: serde_json::Value = resolve(serde_json::json!({
+        "issuer": "https://portal.example.com", "subject": "acc-x", "email": "dup@example.com", "email_verified": true
+    }))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(duplicate["situation"], "duplicate_users");
+    assert_eq!(duplicate["linked_now"], false);
+    let bad = resolve(serde_json::json!({"issuer": "x", "subject": " "}))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let bad: serde_json::Value = bad.json().await.unwrap();
+    assert_eq!(
+        (bad["code"].as_str(), bad["field"].as_str()),
+        (Some("invalid_input"), Some("subject"))
+    );
+    let anonymous = api
+        .post(format!("{tether}/api/v1/sign-in/resolve"))
+        .json(&serde_json::json!({"issuer": "x", "subject": "acc-dup", "email": "dup@example.com", "email_verified": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}
