@@ -15,9 +15,6 @@ pub enum AppError {
     /// written.
     #[error("{0}")]
     Conflict(String),
-    /// Not allowed for this caller.
-    #[error("{0}")]
-    Forbidden(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -29,7 +26,7 @@ impl AppError {
     /// 2 usage error (from clap), 3 input refused with nothing written, 4 not found.
     pub fn exit_code(&self) -> i32 {
         match self {
-            AppError::Input(_) | AppError::Conflict(_) | AppError::Forbidden(_) => 3,
+            AppError::Input(_) | AppError::Conflict(_) => 3,
             AppError::NotFound(_) => 4,
             AppError::Store(StoreError::Conflict { .. } | StoreError::Invalid(_)) => 3,
             AppError::Store(StoreError::NotFound(_)) => 4,

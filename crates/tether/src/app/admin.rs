@@ -342,6 +342,7 @@ impl App {
     }
 
     /// Saves a source's connection settings and (when given) its credential, sealed.
+    #[allow(clippy::too_many_arguments)] // each is one optional change, named at the call
     pub async fn configure_source(
         &self,
         source: &Source,

@@ -68,7 +68,6 @@ impl From<AppError> for ApiError {
             }
             AppError::NotFound(message) => ApiError::not_found(message),
             AppError::Conflict(message) => ApiError::conflict(message),
-            AppError::Forbidden(message) => ApiError::forbidden(message),
             AppError::Store(err) => ApiError::from(err),
             AppError::Io(message) => {
                 tracing::error!(error = %message, "i/o error");

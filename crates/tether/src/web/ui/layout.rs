@@ -2,7 +2,7 @@
 //! DESIGN §1), and the sign-out form. Pages are server-rendered with maud; htmx (vendored,
 //! served from /static) adds live fragments without a front-end build.
 
-use maud::{html, Markup, PreEscaped, DOCTYPE};
+use maud::{html, Markup, DOCTYPE};
 use tether_store::admin::Session;
 
 /// The navigation entries; `active` marks the current one.
@@ -102,8 +102,4 @@ pub fn notice(kind: &str, text: &str) -> Markup {
 /// A situation name as a badge.
 pub fn situation_badge(name: &str) -> Markup {
     html! { span class={"badge s-" (name)} { (name) } }
-}
-
-pub fn raw(text: &str) -> PreEscaped<String> {
-    PreEscaped(text.to_owned())
 }
