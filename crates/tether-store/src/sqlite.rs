@@ -38,6 +38,42 @@ pub struct SqliteStore {
     path: String,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
+    /// Tells the checkpointer thread to stop when the store is dropped.
+    checkpointer_stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.checkpointer_stop
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// WAL pages after which a commit checkpoints by itself. The background checkpointer keeps
+/// the WAL far below this, so a commit (a sign-in, a SCIM write) rarely pays for a
+/// checkpoint; the limit is the fallback if that thread cannot keep up.
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 16_384;
+
+/// Checkpoints the WAL in the background (PASSIVE: never blocks readers or the writer).
+fn spawn_checkpointer(path: String, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let spawned = std::thread::Builder::new()
+        .name("tether-sqlite-checkpoint".to_owned())
+        .spawn(move || {
+            let mut connection: Option<Connection> = None;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+                if connection.is_none() {
+                    connection = connect(&path, false).ok();
+                }
+                if let Some(c) = &connection {
+                    if c.execute_batch("PRAGMA wal_checkpoint(PASSIVE)").is_err() {
+                        connection = None;
+                    }
+                }
+            }
+        });
+    // Without the thread, commits checkpoint by themselves (WAL_AUTOCHECKPOINT_PAGES).
+    drop(spawned);
 }
 
 impl SqliteStore {
@@ -45,10 +81,18 @@ impl SqliteStore {
     pub async fn open(path: &str) -> Result<Self> {
         let mut writer = connect(path, true)?;
         migrate(&mut writer)?;
+        writer.execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};"
+        ))?;
+        let checkpointer_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if !path.contains(":memory:") && !path.contains("mode=memory") {
+            spawn_checkpointer(path.to_owned(), checkpointer_stop.clone());
+        }
         Ok(SqliteStore {
             path: path.to_owned(),
             writer: Mutex::new(writer),
             readers: Mutex::new(Vec::new()),
+            checkpointer_stop,
         })
     }
 

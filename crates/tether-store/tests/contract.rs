@@ -46,6 +46,7 @@ macro_rules! contract_tests {
 
 contract_tests! {
     misc::migrations_are_idempotent(db),
+    admin::admins_and_sessions(store), admin::settings_default_and_change_with_an_event(store), admin::tokens_list_use_and_revoke(store), admin::source_connection_round_trip(store), admin::hand_edits_follow_the_rules(store), admin::search_users_without_case(store), admin::audit_filters_by_origin_actor_and_page(store), admin::search_users_broad_query_pages_like_a_narrow_one(store),
     misc::empty_store_and_empty_batches(store),
     misc::timestamps_round_trip_to_the_microsecond(store),
     misc::missing_records_are_not_found(store),
@@ -73,4 +74,14 @@ contract_tests! {
     misc::tokens_insert_and_conflict(store),
     misc::list_runs_records_runs(store),
     misc::bulk_round_trip(store),
+    scim::scim_user_round_trip_and_audit(store),
+    scim::scim_refusals_write_nothing(store),
+    scim::scim_username_is_unique_regardless_of_case(store),
+    scim::scim_external_id_clash_names_the_holder(store),
+    scim::scim_username_keys_follow_imports(store),
+    scim::scim_delete_hides_and_keeps_the_record(store),
+    scim::scim_groups_hold_users(store),
+    scim::scim_users_page_in_order(store),
+    signin::sign_in_facts_find_holder_and_email_profiles(store), signin::sign_in_link_writes_once_and_audits(store), signin::sign_in_link_skips_excluded_users(db), signin::sign_in_racing_a_run_links_once(store), signin::sign_in_events_record_refusals(db), signin::oidc_logins_are_taken_once(store), signin::record_sign_in_writes_settles_and_records(store),
+    jobs::jobs_one_active_per_source(store), jobs::jobs_claim_lease_heartbeat_takeover(db), jobs::jobs_concurrent_claims_and_inserts_take_one(db), jobs::jobs_cancel_approve_reject(store), jobs::jobs_changes_undo_and_unseen_accounts(store), jobs::jobs_schedules_enqueue_due_sources(store),
 }

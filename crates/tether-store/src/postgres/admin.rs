@@ -25,6 +25,9 @@ fn event_from(row: &Row) -> Result<Event> {
     })
 }
 
+/// Prefix matches above which a search walks users in key order instead of sorting matches.
+const BROAD_SEARCH: i64 = 2_000;
+
 const TOKEN_COLUMNS: &str = "pk, name, scope, created_at, revoked_at, last_used_at";
 const INSERT_EVENT: &str =
     "INSERT INTO events (at, actor, kind, subject, detail) VALUES ($1, $2, $3, $4, $5)";
@@ -368,8 +371,27 @@ impl AdminStore for PgStore {
         let limit = i64::from(search.limit);
         self.admin_call(async {
             let client = self.client().await?;
-            let statement = client
-                .prepare_cached(&format!(
+            // As on SQLite: sort the union of index ranges when few users match, walk users
+            // in key order when many do. Both give the same rows.
+            let count = client
+                .prepare_cached(
+                    "SELECT (SELECT count(*) FROM (SELECT 1 FROM users WHERE email_key LIKE $1 LIMIT $2) a)
+                          + (SELECT count(*) FROM (SELECT 1 FROM users WHERE lower(display_name) LIKE $1 LIMIT $2) b)",
+                )
+                .await?;
+            let broad: i64 = client
+                .query_one(&count, &[&pattern, &BROAD_SEARCH])
+                .await?
+                .try_get(0)?;
+            let sql = if broad >= BROAD_SEARCH {
+                format!(
+                    "SELECT {USER_COLUMNS} FROM users u WHERE u.pk > $3 AND (
+                         u.email_key LIKE $1 OR lower(u.display_name) LIKE $1
+                         OR u.username = $2 OR u.id = $2 OR u.external_id = $2)
+                     ORDER BY u.pk LIMIT $4"
+                )
+            } else {
+                format!(
                     "SELECT {USER_COLUMNS} FROM users u WHERE u.pk IN (
                          SELECT pk FROM users WHERE email_key LIKE $1
                          UNION SELECT pk FROM users WHERE username = $2
@@ -377,8 +399,9 @@ impl AdminStore for PgStore {
                          UNION SELECT pk FROM users WHERE id = $2
                          UNION SELECT pk FROM users WHERE external_id = $2)
                      AND u.pk > $3 ORDER BY u.pk LIMIT $4"
-                ))
-                .await?;
+                )
+            };
+            let statement = client.prepare_cached(&sql).await?;
             let rows = client
                 .query(&statement, &[&pattern, &exact, &after, &limit])
                 .await?;

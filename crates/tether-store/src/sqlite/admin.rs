@@ -68,6 +68,9 @@ fn insert_event_row(c: &Connection, event: &NewEvent<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Prefix matches above which a search walks users in key order instead of sorting matches.
+const BROAD_SEARCH: i64 = 2_000;
+
 const TOKEN_COLUMNS: &str = "pk, name, scope, created_at, revoked_at, last_used_at";
 
 impl AdminStore for SqliteStore {
@@ -344,16 +347,34 @@ impl AdminStore for SqliteStore {
         let exact = search.query.trim().to_owned();
         let after = search.after_pk.unwrap_or(0);
         self.read(|c| {
-            // Each arm is an index range scan; the union is small for any selective query.
-            let mut statement = c.prepare_cached(&format!(
-                "SELECT {USER_COLUMNS} FROM users AS u WHERE u.pk IN (
-                     SELECT pk FROM users WHERE email_key >= ?1 AND email_key < ?2
-                     UNION SELECT pk FROM users WHERE username = ?3
-                     UNION SELECT pk FROM users WHERE lower(display_name) >= ?1 AND lower(display_name) < ?2
-                     UNION SELECT pk FROM users WHERE id = ?3
-                     UNION SELECT pk FROM users WHERE external_id = ?3)
-                 AND u.pk > ?4 ORDER BY u.pk LIMIT ?5"
-            ))?;
+            // A selective query (few prefix matches) reads each arm's index range and sorts
+            // the union; a broad one ("a") would sort thousands, so it walks users in key
+            // order and stops at the page's end instead. Both give the same rows.
+            let broad: i64 = c.prepare_cached(
+                "SELECT (SELECT count(*) FROM (SELECT 1 FROM users WHERE email_key >= ?1 AND email_key < ?2 LIMIT ?3))
+                      + (SELECT count(*) FROM (SELECT 1 FROM users WHERE lower(display_name) >= ?1 AND lower(display_name) < ?2 LIMIT ?3))",
+            )?
+            .query_row(params![lower, upper, BROAD_SEARCH], |r| r.get(0))?;
+            let sql = if broad >= BROAD_SEARCH {
+                format!(
+                    "SELECT {USER_COLUMNS} FROM users AS u WHERE u.pk > ?4 AND (
+                         (u.email_key >= ?1 AND u.email_key < ?2)
+                         OR (lower(u.display_name) >= ?1 AND lower(u.display_name) < ?2)
+                         OR u.username = ?3 OR u.id = ?3 OR u.external_id = ?3)
+                     ORDER BY u.pk LIMIT ?5"
+                )
+            } else {
+                format!(
+                    "SELECT {USER_COLUMNS} FROM users AS u WHERE u.pk IN (
+                         SELECT pk FROM users WHERE email_key >= ?1 AND email_key < ?2
+                         UNION SELECT pk FROM users WHERE username = ?3
+                         UNION SELECT pk FROM users WHERE lower(display_name) >= ?1 AND lower(display_name) < ?2
+                         UNION SELECT pk FROM users WHERE id = ?3
+                         UNION SELECT pk FROM users WHERE external_id = ?3)
+                     AND u.pk > ?4 ORDER BY u.pk LIMIT ?5"
+                )
+            };
+            let mut statement = c.prepare_cached(&sql)?;
             let rows = statement.query_map(
                 params![lower, upper, exact, after, search.limit],
                 user_row,

@@ -246,3 +246,32 @@ pub async fn audit_filters_by_origin_actor_and_page(store: &AnyStore) {
     let older = page(AuditFilter { limit: 10, before_pk: Some(all[0].pk), ..Default::default() }).await;
     assert_eq!(older.iter().map(|e| e.pk).collect::<Vec<_>>(), [all[1].pk]);
 }
+
+pub async fn search_users_broad_query_pages_like_a_narrow_one(store: &AnyStore) {
+    // 2,600 users match "x" (a broad query, walked in key order); 111 match "x25" and 11
+    // "y1" (narrow: index ranges, sorted). Both must page in key order without repeats.
+    let rows: Vec<_> = (0..2_600)
+        .map(|i| user(&format!("u{i:05}"), Some(&format!("x{i}@example.com"))))
+        .chain((0..50).map(|i| user(&format!("v{i:05}"), Some(&format!("y{i}@example.com")))))
+        .collect();
+    import_users(store, &rows).await;
+    for (query, expected) in [("X", 2_600usize), ("x25", 111), ("y1", 11)] {
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .search_users(&UserSearch { query: query.to_owned(), after_pk: after, limit: 500 })
+                .await
+                .unwrap();
+            if page.is_empty() {
+                break;
+            }
+            after = page.last().map(|u| u.pk);
+            seen.extend(page);
+        }
+        assert_eq!(seen.len(), expected, "{query}");
+        assert!(seen.windows(2).all(|w| w[0].pk < w[1].pk), "{query}: in key order, no repeats");
+        let prefix = query.to_lowercase();
+        assert!(seen.iter().all(|u| u.email_key.as_deref().unwrap_or("").starts_with(&prefix)), "{query}");
+    }
+}

@@ -360,8 +360,17 @@ async fn my_account(State(state): State<AppState>, SignedIn(session): SignedIn) 
     Html(bare("My account", body).into_string()).into_response()
 }
 
+/// The sign-in decision API, for the OpenAPI document (`web/api/openapi.rs`).
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(resolve),
+    components(schemas(ResolveBody)),
+    tags((name = "sign-in", description = "The sign-in decision for applications that run their own SSO"))
+)]
+pub struct SignInApi;
+
 /// The decision API's request body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ResolveBody {
     issuer: String,
@@ -374,6 +383,17 @@ struct ResolveBody {
 /// `POST /api/v1/sign-in/resolve`: `{issuer, subject, email, email_verified}` →
 /// `{user_id, linked_now, signed_in, situation, explanation, fix}` under the same rules as
 /// the OpenID Connect sign-in. A refusal is a decision (200), not an error.
+#[utoipa::path(
+    post, path = "/api/v1/sign-in/resolve", tag = "sign-in",
+    request_body = ResolveBody,
+    responses(
+        (status = 200, description = "The decision: `user_id`, `signed_in`, `linked_now`, `situation`, `explanation`, `fix`, `event`; a refusal has `signed_in: false`", body = serde_json::Value),
+        (status = 400, body = crate::web::error::ApiError),
+        (status = 401, body = crate::web::error::ApiError),
+        (status = 403, body = crate::web::error::ApiError),
+    ),
+    security(("bearer" = []), ("session" = []))
+)]
 async fn resolve(
     State(state): State<AppState>,
     AdminCaller(caller): AdminCaller,
