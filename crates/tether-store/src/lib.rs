@@ -11,9 +11,9 @@
 pub mod admin;
 mod error;
 pub mod jobs;
+pub mod postgres;
 pub mod scim;
 pub mod signin;
-pub mod postgres;
 pub mod sqlite;
 mod types;
 

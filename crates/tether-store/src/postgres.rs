@@ -222,7 +222,9 @@ fn conflict_message(constraint: &'static str, db: &DbError) -> String {
             format!("account '{account_id}' already exists in this source")
         }
         ("tokens_name", Some(name)) => format!("a token named '{name}' already exists"),
-        ("admins_username", Some(name)) => format!("an administrator named '{name}' already exists"),
+        ("admins_username", Some(name)) => {
+            format!("an administrator named '{name}' already exists")
+        }
         // Never echo a token hash.
         ("tokens_hash", _) => "a token with the same hash already exists".to_owned(),
         _ => format!("the value is already taken ({constraint})"),

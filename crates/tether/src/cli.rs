@@ -183,7 +183,10 @@ pub struct ConnectionArgs {
 }
 
 impl ConnectionArgs {
-    fn apply(&self, mut settings: tether_sources::SourceSettings) -> tether_sources::SourceSettings {
+    fn apply(
+        &self,
+        mut settings: tether_sources::SourceSettings,
+    ) -> tether_sources::SourceSettings {
         if let Some(v) = &self.base_url {
             settings.base_url = Some(v.clone());
         }
@@ -203,7 +206,9 @@ impl ConnectionArgs {
         match &self.secret_env {
             None => Ok(None),
             Some(var) => std::env::var(var).map(Some).map_err(|_| {
-                AppError::Input(format!("--secret-env {var}: the environment variable is not set"))
+                AppError::Input(format!(
+                    "--secret-env {var}: the environment variable is not set"
+                ))
             }),
         }
     }
@@ -569,7 +574,10 @@ pub async fn run(app: &App, command: Command) -> AppResult<()> {
             println!("updated source {name}");
         }
         Command::Token(TokenCommand::List) => {
-            println!("{:<6} {:<24} {:<6} {:<20} STATE", "ID", "NAME", "SCOPE", "LAST USED");
+            println!(
+                "{:<6} {:<24} {:<6} {:<20} STATE",
+                "ID", "NAME", "SCOPE", "LAST USED"
+            );
             for t in app.list_tokens().await? {
                 println!(
                     "{:<6} {:<24} {:<6} {:<20} {}",
@@ -579,7 +587,11 @@ pub async fn run(app: &App, command: Command) -> AppResult<()> {
                     t.last_used_at
                         .map(|at| at.date().to_string())
                         .unwrap_or_else(|| "never".to_owned()),
-                    if t.revoked_at.is_some() { "revoked" } else { "active" }
+                    if t.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    }
                 );
             }
         }
@@ -619,8 +631,11 @@ fn read_password(from_stdin: bool) -> AppResult<String> {
             .map_err(|e| AppError::Io(format!("stdin: {e}")))?;
         return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
     }
-    let first = rpassword::prompt_password("New password: ")
-        .map_err(|e| AppError::Input(format!("cannot read a password from the terminal ({e}): use --password-stdin")))?;
+    let first = rpassword::prompt_password("New password: ").map_err(|e| {
+        AppError::Input(format!(
+            "cannot read a password from the terminal ({e}): use --password-stdin"
+        ))
+    })?;
     let second = rpassword::prompt_password("Again: ")
         .map_err(|e| AppError::Input(format!("cannot read a password from the terminal ({e})")))?;
     if first != second {

@@ -25,9 +25,32 @@ const FIRST: &[&str] = &[
     "Wen", "Ximena", "Yusuf", "Zoe",
 ];
 const LAST: &[&str] = &[
-    "Adams", "Becker", "Costa", "Dubois", "Eriksen", "Fischer", "García", "Haddad", "Ivanova",
-    "Jensen", "Kowalski", "Lindqvist", "Moreau", "Nakamura", "Okafor", "Petrov", "Quispe",
-    "Rossi", "Schmidt", "Tanaka", "Usman", "Varga", "Weber", "Xu", "Yilmaz", "Zimmermann",
+    "Adams",
+    "Becker",
+    "Costa",
+    "Dubois",
+    "Eriksen",
+    "Fischer",
+    "García",
+    "Haddad",
+    "Ivanova",
+    "Jensen",
+    "Kowalski",
+    "Lindqvist",
+    "Moreau",
+    "Nakamura",
+    "Okafor",
+    "Petrov",
+    "Quispe",
+    "Rossi",
+    "Schmidt",
+    "Tanaka",
+    "Usman",
+    "Varga",
+    "Weber",
+    "Xu",
+    "Yilmaz",
+    "Zimmermann",
 ];
 
 /// A small deterministic generator (SplitMix64), so the demo is the same every time.
@@ -55,7 +78,13 @@ impl Dice {
     }
 }
 
-fn account(account_id: String, email: Option<&str>, name: &str, active: bool, kind: AccountType) -> NewAccount {
+fn account(
+    account_id: String,
+    email: Option<&str>,
+    name: &str,
+    active: bool,
+    kind: AccountType,
+) -> NewAccount {
     NewAccount {
         account_id,
         username: None,
@@ -106,47 +135,101 @@ pub async fn seed(app: &App, database_url: &str, at: Timestamp) -> AppResult<Str
             // The profile was created with different case than the directory: links anyway.
             0..=9 => {
                 user.email = Some(email.to_uppercase());
-                accounts.push(account(aaid, Some(&email), &name, true, AccountType::Atlassian));
+                accounts.push(account(
+                    aaid,
+                    Some(&email),
+                    &name,
+                    true,
+                    AccountType::Atlassian,
+                ));
             }
             // Already linked by an earlier import.
             10..=14 => {
                 user.external_id = Some(aaid.clone());
-                accounts.push(account(aaid, Some(&email), &name, true, AccountType::Atlassian));
+                accounts.push(account(
+                    aaid,
+                    Some(&email),
+                    &name,
+                    true,
+                    AccountType::Atlassian,
+                ));
             }
             // Two directory accounts share the e-mail (a re-invited user).
             15 => {
-                accounts.push(account(aaid, Some(&email), &name, true, AccountType::Atlassian));
-                accounts.push(account(dice.aaid(), Some(&email), &name, true, AccountType::Atlassian));
+                accounts.push(account(
+                    aaid,
+                    Some(&email),
+                    &name,
+                    true,
+                    AccountType::Atlassian,
+                ));
+                accounts.push(account(
+                    dice.aaid(),
+                    Some(&email),
+                    &name,
+                    true,
+                    AccountType::Atlassian,
+                ));
             }
             // No account at all (never invited to the site).
             16 | 17 => {}
             // The account is deactivated.
-            18 => accounts.push(account(aaid, Some(&email), &name, false, AccountType::Atlassian)),
+            18 => accounts.push(account(
+                aaid,
+                Some(&email),
+                &name,
+                false,
+                AccountType::Atlassian,
+            )),
             // The directory hides the e-mail (privacy setting).
             19 => accounts.push(account(aaid, None, &name, true, AccountType::Atlassian)),
             // No e-mail on the profile.
             20 => {
                 user.email = None;
                 user.email_key = None;
-                accounts.push(account(aaid, Some(&email), &name, true, AccountType::Atlassian));
+                accounts.push(account(
+                    aaid,
+                    Some(&email),
+                    &name,
+                    true,
+                    AccountType::Atlassian,
+                ));
             }
             // A typo makes the address invalid.
             21 => {
                 user.email = Some(email.replace('@', "@@"));
                 user.email_key = None;
-                accounts.push(account(aaid, Some(&email), &name, true, AccountType::Atlassian));
+                accounts.push(account(
+                    aaid,
+                    Some(&email),
+                    &name,
+                    true,
+                    AccountType::Atlassian,
+                ));
             }
             // Linked by hand long ago to an ID the directory no longer has, while the
             // directory holds an account with the same e-mail: a conflict.
             22 => {
                 user.external_id = Some(dice.aaid());
-                accounts.push(account(aaid, Some(&email), &name, true, AccountType::Atlassian));
+                accounts.push(account(
+                    aaid,
+                    Some(&email),
+                    &name,
+                    true,
+                    AccountType::Atlassian,
+                ));
             }
             // Linked to an ID the directory no longer has, and no account by e-mail.
             23 => user.external_id = Some(dice.aaid()),
             // A bot account of an app shares an address; only atlassian accounts link.
             24 => accounts.push(account(aaid, Some(&email), &name, true, AccountType::App)),
-            _ => accounts.push(account(aaid, Some(&email), &name, true, AccountType::Atlassian)),
+            _ => accounts.push(account(
+                aaid,
+                Some(&email),
+                &name,
+                true,
+                AccountType::Atlassian,
+            )),
         }
         users.push(user);
     }
@@ -179,9 +262,21 @@ pub async fn seed(app: &App, database_url: &str, at: Timestamp) -> AppResult<Str
     // A few addresses from the field: an internationalized domain and a German ß, which
     // must not be folded to "ss".
     let specials = [
-        ("Jürgen Groß", "juergen@bücher.example", "juergen@xn--bcher-kva.example"),
-        ("Anja Strauß", "anja.strauß@acme.example", "anja.strauß@acme.example"),
-        ("Anja Strauss", "anja.strauss@acme.example", "anja.strauss@acme.example"),
+        (
+            "Jürgen Groß",
+            "juergen@bücher.example",
+            "juergen@xn--bcher-kva.example",
+        ),
+        (
+            "Anja Strauß",
+            "anja.strauß@acme.example",
+            "anja.strauß@acme.example",
+        ),
+        (
+            "Anja Strauss",
+            "anja.strauss@acme.example",
+            "anja.strauss@acme.example",
+        ),
     ];
     for (k, (name, user_email, account_email)) in specials.iter().enumerate() {
         let id = format!("s{:03}", k + 1);
@@ -195,7 +290,13 @@ pub async fn seed(app: &App, database_url: &str, at: Timestamp) -> AppResult<Str
             external_id: None,
         });
         if k < 2 {
-            accounts.push(account(dice.aaid(), Some(account_email), name, true, AccountType::Atlassian));
+            accounts.push(account(
+                dice.aaid(),
+                Some(account_email),
+                name,
+                true,
+                AccountType::Atlassian,
+            ));
         }
     }
 
@@ -231,8 +332,13 @@ pub async fn seed(app: &App, database_url: &str, at: Timestamp) -> AppResult<Str
             .await?;
     }
     // The first sync, run with the wrong field: everyone without a link is missing_field.
-    app.reconcile(DEMO_SOURCE, ReconcileOptions::default(), at, &crate::app::NoProgress)
-        .await?;
+    app.reconcile(
+        DEMO_SOURCE,
+        ReconcileOptions::default(),
+        at,
+        &crate::app::NoProgress,
+    )
+    .await?;
 
     let mut password = [0u8; 9];
     getrandom::fill(&mut password).map_err(|e| AppError::Io(format!("randomness: {e}")))?;
@@ -298,5 +404,7 @@ fn write_accounts_csv(path: &str, accounts: &[NewAccount]) -> AppResult<()> {
             ])
             .map_err(io)?;
     }
-    writer.flush().map_err(|e| AppError::Io(format!("{path}: {e}")))
+    writer
+        .flush()
+        .map_err(|e| AppError::Io(format!("{path}: {e}")))
 }

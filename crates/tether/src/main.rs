@@ -8,8 +8,8 @@
 mod app;
 mod cli;
 mod clock;
-mod error;
 mod demo;
+mod error;
 mod files;
 mod jobs;
 mod oidc;

@@ -52,7 +52,12 @@ impl PgStore {
 }
 
 impl AdminStore for PgStore {
-    async fn insert_admin(&self, username: &str, password_hash: &str, at: Timestamp) -> Result<i64> {
+    async fn insert_admin(
+        &self,
+        username: &str,
+        password_hash: &str,
+        at: Timestamp,
+    ) -> Result<i64> {
         self.admin_call(async {
             let client = self.client().await?;
             let row = client
@@ -233,7 +238,10 @@ impl AdminStore for PgStore {
         self.admin_call(async {
             let client = self.client().await?;
             let rows = client
-                .query(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY pk"), &[])
+                .query(
+                    &format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY pk"),
+                    &[],
+                )
                 .await?;
             rows.iter().map(token_from).collect()
         })
@@ -293,7 +301,10 @@ impl AdminStore for PgStore {
         self.admin_call(async {
             let client = self.client().await?;
             let row = client
-                .query_opt("SELECT settings, secret FROM sources WHERE pk = $1", &[&source_pk])
+                .query_opt(
+                    "SELECT settings, secret FROM sources WHERE pk = $1",
+                    &[&source_pk],
+                )
                 .await?
                 .ok_or_else(|| StoreError::NotFound(format!("source {source_pk}")))?;
             Ok(SourceConnection {
@@ -309,7 +320,10 @@ impl AdminStore for PgStore {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
             let found = tx
-                .query_opt("SELECT 1 FROM sources WHERE pk = $1 FOR UPDATE", &[&source_pk])
+                .query_opt(
+                    "SELECT 1 FROM sources WHERE pk = $1 FOR UPDATE",
+                    &[&source_pk],
+                )
                 .await?;
             if found.is_none() {
                 return Err(StoreError::NotFound(format!("source {source_pk}")));
@@ -352,7 +366,9 @@ impl AdminStore for PgStore {
         self.admin_call(async {
             let client = self.client().await?;
             let statement = client
-                .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"))
+                .prepare_cached(&format!(
+                    "SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"
+                ))
                 .await?;
             let row = client
                 .query_opt(&statement, &[&id])
@@ -426,7 +442,13 @@ impl AdminStore for PgStore {
             let rows = client
                 .query(
                     &statement,
-                    &[&filter.before_pk, &filter.user_pk, &origin, &filter.actor, &limit],
+                    &[
+                        &filter.before_pk,
+                        &filter.user_pk,
+                        &origin,
+                        &filter.actor,
+                        &limit,
+                    ],
                 )
                 .await?;
             rows.iter().map(audit_from).collect()
@@ -537,15 +559,25 @@ impl AdminStore for PgStore {
             let mut client = self.client().await?;
             let tx = client.transaction().await?;
             let row = tx
-                .query_opt("SELECT id, excluded FROM users WHERE pk = $1 FOR UPDATE", &[&user_pk])
+                .query_opt(
+                    "SELECT id, excluded FROM users WHERE pk = $1 FOR UPDATE",
+                    &[&user_pk],
+                )
                 .await?
                 .ok_or_else(|| StoreError::NotFound(format!("user {user_pk}")))?;
             let id: String = row.try_get(0)?;
             let was: bool = row.try_get(1)?;
             if was != excluded {
-                tx.execute("UPDATE users SET excluded = $2 WHERE pk = $1", &[&user_pk, &excluded])
-                    .await?;
-                let kind = if excluded { "user_excluded" } else { "user_included" };
+                tx.execute(
+                    "UPDATE users SET excluded = $2 WHERE pk = $1",
+                    &[&user_pk, &excluded],
+                )
+                .await?;
+                let kind = if excluded {
+                    "user_excluded"
+                } else {
+                    "user_included"
+                };
                 tx.execute(INSERT_EVENT, &[&at, &actor, &kind, &id, &reason])
                     .await?;
                 tx.execute("DELETE FROM outcomes WHERE user_pk = $1", &[&user_pk])
@@ -583,7 +615,13 @@ impl AdminStore for PgStore {
             client
                 .execute(
                     INSERT_EVENT,
-                    &[&event.at, &event.actor, &event.kind, &event.subject, &event.detail],
+                    &[
+                        &event.at,
+                        &event.actor,
+                        &event.kind,
+                        &event.subject,
+                        &event.detail,
+                    ],
                 )
                 .await?;
             Ok(())

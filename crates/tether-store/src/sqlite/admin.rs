@@ -74,7 +74,12 @@ const BROAD_SEARCH: i64 = 2_000;
 const TOKEN_COLUMNS: &str = "pk, name, scope, created_at, revoked_at, last_used_at";
 
 impl AdminStore for SqliteStore {
-    async fn insert_admin(&self, username: &str, password_hash: &str, at: Timestamp) -> Result<i64> {
+    async fn insert_admin(
+        &self,
+        username: &str,
+        password_hash: &str,
+        at: Timestamp,
+    ) -> Result<i64> {
         let at = ts(at)?;
         self.write(|c| {
             c.query_row(
@@ -104,7 +109,9 @@ impl AdminStore for SqliteStore {
     }
 
     async fn count_admins(&self) -> Result<u64> {
-        self.read(|c| Ok(c.query_row("SELECT count(*) FROM admins", [], |r| r.get::<_, i64>(0))? as u64))
+        self.read(|c| {
+            Ok(c.query_row("SELECT count(*) FROM admins", [], |r| r.get::<_, i64>(0))? as u64)
+        })
     }
 
     async fn update_admin_password(&self, username: &str, password_hash: &str) -> Result<()> {
@@ -246,7 +253,10 @@ impl AdminStore for SqliteStore {
         })?;
         match &found {
             None => return Ok(None),
-            Some(t) if t.last_used_at.is_some_and(|used| used > at - time::Duration::MINUTE) => {
+            Some(t)
+                if t.last_used_at
+                    .is_some_and(|used| used > at - time::Duration::MINUTE) =>
+            {
                 return Ok(found)
             }
             Some(_) => {}
@@ -479,7 +489,9 @@ impl AdminStore for SqliteStore {
         self.write(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let id: Option<String> = tx
-                .query_row("SELECT id FROM users WHERE pk = ?1", [user_pk], |r| r.get(0))
+                .query_row("SELECT id FROM users WHERE pk = ?1", [user_pk], |r| {
+                    r.get(0)
+                })
                 .optional()?;
             let Some(id) = id else {
                 return Err(StoreError::NotFound(format!("user {user_pk}")));
@@ -494,7 +506,11 @@ impl AdminStore for SqliteStore {
                     &NewEvent {
                         at,
                         actor,
-                        kind: if excluded { "user_excluded" } else { "user_included" },
+                        kind: if excluded {
+                            "user_excluded"
+                        } else {
+                            "user_included"
+                        },
                         subject: &id,
                         detail: reason,
                     },

@@ -11,10 +11,19 @@ use time::Duration;
 
 pub async fn admins_and_sessions(store: &AnyStore) {
     assert_eq!(store.count_admins().await.unwrap(), 0);
-    store.insert_admin("alice", "$argon2id$hash", T0).await.unwrap();
+    store
+        .insert_admin("alice", "$argon2id$hash", T0)
+        .await
+        .unwrap();
     let err = store.insert_admin("alice", "other", T0).await.unwrap_err();
     assert!(
-        matches!(err, StoreError::Conflict { constraint: "admins_username", .. }),
+        matches!(
+            err,
+            StoreError::Conflict {
+                constraint: "admins_username",
+                ..
+            }
+        ),
         "{err:?}"
     );
     assert_eq!(store.count_admins().await.unwrap(), 1);
@@ -22,7 +31,15 @@ pub async fn admins_and_sessions(store: &AnyStore) {
     assert_eq!(admin.password_hash, "$argon2id$hash");
     assert!(store.find_admin("Alice").await.unwrap().is_none());
     store.update_admin_password("alice", "new").await.unwrap();
-    assert_eq!(store.find_admin("alice").await.unwrap().unwrap().password_hash, "new");
+    assert_eq!(
+        store
+            .find_admin("alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "new"
+    );
     assert!(matches!(
         store.update_admin_password("bob", "x").await,
         Err(StoreError::NotFound(_))
@@ -37,13 +54,33 @@ pub async fn admins_and_sessions(store: &AnyStore) {
         created_at: T0,
         expires_at: expires,
     };
-    store.insert_session(&session("s1", T0 + Duration::hours(1))).await.unwrap();
-    store.insert_session(&session("s2", T0 + Duration::minutes(5))).await.unwrap();
+    store
+        .insert_session(&session("s1", T0 + Duration::hours(1)))
+        .await
+        .unwrap();
+    store
+        .insert_session(&session("s2", T0 + Duration::minutes(5)))
+        .await
+        .unwrap();
     let found = store.find_session("s1", T0).await.unwrap().unwrap();
-    assert_eq!((found.principal.as_str(), found.is_admin, found.csrf.as_str()), ("admin:alice", true, "csrf-s1"));
+    assert_eq!(
+        (
+            found.principal.as_str(),
+            found.is_admin,
+            found.csrf.as_str()
+        ),
+        ("admin:alice", true, "csrf-s1")
+    );
     // Expired sessions are not found, and ending any session sweeps them away.
-    assert!(store.find_session("s2", T0 + Duration::minutes(6)).await.unwrap().is_none());
-    store.delete_session("s1", T0 + Duration::minutes(6)).await.unwrap();
+    assert!(store
+        .find_session("s2", T0 + Duration::minutes(6))
+        .await
+        .unwrap()
+        .is_none());
+    store
+        .delete_session("s1", T0 + Duration::minutes(6))
+        .await
+        .unwrap();
     assert!(store.find_session("s1", T0).await.unwrap().is_none());
     assert!(store.find_session("s2", T0).await.unwrap().is_none());
 }
@@ -58,15 +95,27 @@ pub async fn settings_default_and_change_with_an_event(store: &AnyStore) {
         mass_change_threshold_percent: 35,
         ..defaults.clone()
     };
-    store.update_settings(&changed, "admin:alice", T1).await.unwrap();
+    store
+        .update_settings(&changed, "admin:alice", T1)
+        .await
+        .unwrap();
     assert_eq!(store.get_settings().await.unwrap(), changed);
     // Saving the same settings again records nothing new.
-    store.update_settings(&changed, "admin:alice", T1).await.unwrap();
+    store
+        .update_settings(&changed, "admin:alice", T1)
+        .await
+        .unwrap();
     let events = store.list_events(None, 10).await.unwrap();
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].kind, "settings_changed");
-    assert!(events[0].detail.contains("auto_populate=true"), "{}", events[0].detail);
-    assert!(events[0].detail.contains("mass_change_threshold_percent=35"));
+    assert!(
+        events[0].detail.contains("auto_populate=true"),
+        "{}",
+        events[0].detail
+    );
+    assert!(events[0]
+        .detail
+        .contains("mass_change_threshold_percent=35"));
     assert!(!events[0].detail.contains("link_inactive"));
 }
 
@@ -85,11 +134,17 @@ pub async fn tokens_list_use_and_revoke(store: &AnyStore) {
     assert_eq!(used.last_used_at, Some(T1));
     assert!(store.find_token("nope", T1).await.unwrap().is_none());
     store.revoke_token(pk, T1).await.unwrap();
-    assert!(store.find_token("h1", T1).await.unwrap().is_none(), "a revoked token must not authenticate");
+    assert!(
+        store.find_token("h1", T1).await.unwrap().is_none(),
+        "a revoked token must not authenticate"
+    );
     let listed = store.list_tokens().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].revoked_at, Some(T1));
-    assert!(matches!(store.revoke_token(pk + 100, T1).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.revoke_token(pk + 100, T1).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 pub async fn source_connection_round_trip(store: &AnyStore) {
@@ -113,17 +168,42 @@ pub async fn source_connection_round_trip(store: &AnyStore) {
     assert_eq!(got.settings, r#"{"base_url":"https://x.example"}"#);
     assert_eq!(got.sealed_secret, Some(vec![1, 2, 3]));
     let source = store.find_source("cloud").await.unwrap().unwrap();
-    assert_eq!(source.external_id_field, tether_core::ExternalIdField::Email);
+    assert_eq!(
+        source.external_id_field,
+        tether_core::ExternalIdField::Email
+    );
     assert!(source.link_inactive);
     // Leaving the secret alone keeps it; Some(None) removes it.
-    store.update_source(source.pk, &SourceUpdate::default()).await.unwrap();
-    assert!(store.get_source_connection(source.pk).await.unwrap().sealed_secret.is_some());
     store
-        .update_source(source.pk, &SourceUpdate { sealed_secret: Some(None), ..Default::default() })
+        .update_source(source.pk, &SourceUpdate::default())
         .await
         .unwrap();
-    assert!(store.get_source_connection(source.pk).await.unwrap().sealed_secret.is_none());
-    assert!(matches!(store.get_source_connection(source.pk + 9).await, Err(StoreError::NotFound(_))));
+    assert!(store
+        .get_source_connection(source.pk)
+        .await
+        .unwrap()
+        .sealed_secret
+        .is_some());
+    store
+        .update_source(
+            source.pk,
+            &SourceUpdate {
+                sealed_secret: Some(None),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(store
+        .get_source_connection(source.pk)
+        .await
+        .unwrap()
+        .sealed_secret
+        .is_none());
+    assert!(matches!(
+        store.get_source_connection(source.pk + 9).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 pub async fn hand_edits_follow_the_rules(store: &AnyStore) {
@@ -149,41 +229,107 @@ pub async fn hand_edits_follow_the_rules(store: &AnyStore) {
     // Another user's value is refused and names the holder.
     let u2 = user_by_id(store, "u2").await;
     assert_eq!(
-        store.set_external_id(&edit(u1.pk, None, Some("A-2"))).await.unwrap(),
+        store
+            .set_external_id(&edit(u1.pk, None, Some("A-2")))
+            .await
+            .unwrap(),
         ChangeResult::Taken { holder_pk: u2.pk }
     );
     // A stale expectation is refused.
     assert!(matches!(
-        store.set_external_id(&edit(u1.pk, Some("old"), Some("A-1"))).await.unwrap(),
+        store
+            .set_external_id(&edit(u1.pk, Some("old"), Some("A-1")))
+            .await
+            .unwrap(),
         ChangeResult::Changed { .. }
     ));
-    assert_eq!(store.set_external_id(&edit(u1.pk, None, Some("A-1"))).await.unwrap(), ChangeResult::Applied);
+    assert_eq!(
+        store
+            .set_external_id(&edit(u1.pk, None, Some("A-1")))
+            .await
+            .unwrap(),
+        ChangeResult::Applied
+    );
     let after = user_by_id(store, "u1").await;
     assert_eq!(after.external_id.as_deref(), Some("A-1"));
     assert_eq!(after.external_id_origin, Some(Origin::Manual));
-    assert_eq!(store.set_external_id(&edit(u1.pk, Some("A-1"), Some("A-1"))).await.unwrap(), ChangeResult::AlreadySet);
+    assert_eq!(
+        store
+            .set_external_id(&edit(u1.pk, Some("A-1"), Some("A-1")))
+            .await
+            .unwrap(),
+        ChangeResult::AlreadySet
+    );
     // Clearing, then the audit shows both with the reason.
-    assert_eq!(store.set_external_id(&edit(u1.pk, Some("A-1"), None)).await.unwrap(), ChangeResult::Applied);
+    assert_eq!(
+        store
+            .set_external_id(&edit(u1.pk, Some("A-1"), None))
+            .await
+            .unwrap(),
+        ChangeResult::Applied
+    );
     let cleared = user_by_id(store, "u1").await;
-    assert_eq!((cleared.external_id, cleared.external_id_origin), (None, None));
+    assert_eq!(
+        (cleared.external_id, cleared.external_id_origin),
+        (None, None)
+    );
     let audit = store
-        .list_audit_page(&AuditFilter { limit: 10, user_pk: Some(u1.pk), ..Default::default() })
+        .list_audit_page(&AuditFilter {
+            limit: 10,
+            user_pk: Some(u1.pk),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(audit.len(), 2);
-    assert_eq!((audit[0].old_value.as_deref(), audit[0].new_value.as_deref()), (Some("A-1"), None));
-    assert_eq!((audit[1].old_value.as_deref(), audit[1].new_value.as_deref()), (None, Some("A-1")));
-    assert!(audit.iter().all(|e| e.origin == Origin::Manual && e.reason == "ticket 42"));
+    assert_eq!(
+        (audit[0].old_value.as_deref(), audit[0].new_value.as_deref()),
+        (Some("A-1"), None)
+    );
+    assert_eq!(
+        (audit[1].old_value.as_deref(), audit[1].new_value.as_deref()),
+        (None, Some("A-1"))
+    );
+    assert!(audit
+        .iter()
+        .all(|e| e.origin == Origin::Manual && e.reason == "ticket 42"));
     // Excluded users are never changed; the exclusion is an event; gone users are Gone.
     let u3 = user_by_id(store, "u3").await;
-    store.set_excluded(u3.pk, true, "admin:alice", "service account", T1).await.unwrap();
+    store
+        .set_excluded(u3.pk, true, "admin:alice", "service account", T1)
+        .await
+        .unwrap();
     assert!(user_by_id(store, "u3").await.excluded);
-    assert_eq!(store.set_external_id(&edit(u3.pk, None, Some("A-3"))).await.unwrap(), ChangeResult::Excluded);
-    store.set_excluded(u3.pk, false, "admin:alice", "", T1).await.unwrap();
-    let kinds: Vec<String> = store.list_events(None, 10).await.unwrap().into_iter().map(|e| e.kind).collect();
+    assert_eq!(
+        store
+            .set_external_id(&edit(u3.pk, None, Some("A-3")))
+            .await
+            .unwrap(),
+        ChangeResult::Excluded
+    );
+    store
+        .set_excluded(u3.pk, false, "admin:alice", "", T1)
+        .await
+        .unwrap();
+    let kinds: Vec<String> = store
+        .list_events(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
     assert_eq!(kinds, ["user_included", "user_excluded"]);
-    assert_eq!(store.set_external_id(&edit(99_999, None, Some("A-9"))).await.unwrap(), ChangeResult::Gone);
-    assert!(matches!(store.set_excluded(99_999, true, "a", "", T1).await, Err(StoreError::NotFound(_))));
+    assert_eq!(
+        store
+            .set_external_id(&edit(99_999, None, Some("A-9")))
+            .await
+            .unwrap(),
+        ChangeResult::Gone
+    );
+    assert!(matches!(
+        store.set_excluded(99_999, true, "a", "", T1).await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 pub async fn search_users_without_case(store: &AnyStore) {
@@ -196,30 +342,76 @@ pub async fn search_users_without_case(store: &AnyStore) {
     rows[1].display_name = "Alice Bobson".to_owned();
     rows[2].display_name = "ALICIA Doe".to_owned();
     import_users(store, &rows).await;
-    let ids = |users: Vec<tether_store::UserRecord>| users.into_iter().map(|u| u.id).collect::<Vec<_>>();
-    let search = |q: &str, after_pk, limit| UserSearch { query: q.to_owned(), after_pk, limit };
+    let ids =
+        |users: Vec<tether_store::UserRecord>| users.into_iter().map(|u| u.id).collect::<Vec<_>>();
+    let search = |q: &str, after_pk, limit| UserSearch {
+        query: q.to_owned(),
+        after_pk,
+        limit,
+    };
     // E-mail key and display name prefixes, without case.
-    assert_eq!(ids(store.search_users(&search("ALI", None, 10)).await.unwrap()), ["u1", "u2", "u3"]);
-    assert_eq!(ids(store.search_users(&search("alice.smith@example", None, 10)).await.unwrap()), ["u1"]);
+    assert_eq!(
+        ids(store.search_users(&search("ALI", None, 10)).await.unwrap()),
+        ["u1", "u2", "u3"]
+    );
+    assert_eq!(
+        ids(store
+            .search_users(&search("alice.smith@example", None, 10))
+            .await
+            .unwrap()),
+        ["u1"]
+    );
     // Exact id and External ID.
-    assert_eq!(ids(store.search_users(&search("u4", None, 10)).await.unwrap()), ["u4"]);
+    assert_eq!(
+        ids(store.search_users(&search("u4", None, 10)).await.unwrap()),
+        ["u4"]
+    );
     let mut u5 = user("u5", None);
     u5.username = "Mixed.Case".to_owned();
     import_users(store, &[u5]).await;
-    assert_eq!(ids(store.search_users(&search("Mixed.Case", None, 10)).await.unwrap()), ["u5"]);
-    assert_eq!(ids(store.search_users(&search("557058:abc", None, 10)).await.unwrap()), ["u4"]);
+    assert_eq!(
+        ids(store
+            .search_users(&search("Mixed.Case", None, 10))
+            .await
+            .unwrap()),
+        ["u5"]
+    );
+    assert_eq!(
+        ids(store
+            .search_users(&search("557058:abc", None, 10))
+            .await
+            .unwrap()),
+        ["u4"]
+    );
     // Wildcards are literal.
-    assert!(store.search_users(&search("%", None, 10)).await.unwrap().is_empty());
+    assert!(store
+        .search_users(&search("%", None, 10))
+        .await
+        .unwrap()
+        .is_empty());
     // Keyset pages.
     let first = store.search_users(&search("ali", None, 2)).await.unwrap();
-    let rest = store.search_users(&search("ali", Some(first[1].pk), 2)).await.unwrap();
+    let rest = store
+        .search_users(&search("ali", Some(first[1].pk), 2))
+        .await
+        .unwrap();
     assert_eq!(ids(first), ["u1", "u2"]);
     assert_eq!(ids(rest), ["u3"]);
-    assert!(matches!(store.get_user("nobody").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.get_user("nobody").await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 pub async fn audit_filters_by_origin_actor_and_page(store: &AnyStore) {
-    import_users(store, &[user("u1", Some("u1@example.com")), user("u2", Some("u2@example.com"))]).await;
+    import_users(
+        store,
+        &[
+            user("u1", Some("u1@example.com")),
+            user("u2", Some("u2@example.com")),
+        ],
+    )
+    .await;
     let u1 = user_by_id(store, "u1").await;
     let u2 = user_by_id(store, "u2").await;
     for (pk, value, actor) in [(u1.pk, "A", "admin:alice"), (u2.pk, "B", "admin:bob")] {
@@ -237,13 +429,33 @@ pub async fn audit_filters_by_origin_actor_and_page(store: &AnyStore) {
             .unwrap();
     }
     let page = |filter: AuditFilter| async move { store.list_audit_page(&filter).await.unwrap() };
-    let all = page(AuditFilter { limit: 10, ..Default::default() }).await;
+    let all = page(AuditFilter {
+        limit: 10,
+        ..Default::default()
+    })
+    .await;
     assert_eq!(all.len(), 2);
     assert!(all[0].pk > all[1].pk, "newest first");
-    let bob = page(AuditFilter { limit: 10, actor: Some("admin:bob".to_owned()), ..Default::default() }).await;
+    let bob = page(AuditFilter {
+        limit: 10,
+        actor: Some("admin:bob".to_owned()),
+        ..Default::default()
+    })
+    .await;
     assert_eq!(bob.iter().map(|e| e.user_pk).collect::<Vec<_>>(), [u2.pk]);
-    assert!(page(AuditFilter { limit: 10, origin: Some(Origin::Scim), ..Default::default() }).await.is_empty());
-    let older = page(AuditFilter { limit: 10, before_pk: Some(all[0].pk), ..Default::default() }).await;
+    assert!(page(AuditFilter {
+        limit: 10,
+        origin: Some(Origin::Scim),
+        ..Default::default()
+    })
+    .await
+    .is_empty());
+    let older = page(AuditFilter {
+        limit: 10,
+        before_pk: Some(all[0].pk),
+        ..Default::default()
+    })
+    .await;
     assert_eq!(older.iter().map(|e| e.pk).collect::<Vec<_>>(), [all[1].pk]);
 }
 
@@ -260,7 +472,11 @@ pub async fn search_users_broad_query_pages_like_a_narrow_one(store: &AnyStore) 
         let mut after = None;
         loop {
             let page = store
-                .search_users(&UserSearch { query: query.to_owned(), after_pk: after, limit: 500 })
+                .search_users(&UserSearch {
+                    query: query.to_owned(),
+                    after_pk: after,
+                    limit: 500,
+                })
                 .await
                 .unwrap();
             if page.is_empty() {
@@ -270,8 +486,15 @@ pub async fn search_users_broad_query_pages_like_a_narrow_one(store: &AnyStore) 
             seen.extend(page);
         }
         assert_eq!(seen.len(), expected, "{query}");
-        assert!(seen.windows(2).all(|w| w[0].pk < w[1].pk), "{query}: in key order, no repeats");
+        assert!(
+            seen.windows(2).all(|w| w[0].pk < w[1].pk),
+            "{query}: in key order, no repeats"
+        );
         let prefix = query.to_lowercase();
-        assert!(seen.iter().all(|u| u.email_key.as_deref().unwrap_or("").starts_with(&prefix)), "{query}");
+        assert!(
+            seen.iter()
+                .all(|u| u.email_key.as_deref().unwrap_or("").starts_with(&prefix)),
+            "{query}"
+        );
     }
 }

@@ -217,10 +217,14 @@ pub fn valid_external_id(value: &str) -> AppResult<&str> {
 
 impl App {
     /// Creates a local administrator (`tether admin create`, `--demo`).
-    pub async fn create_admin(&self, username: &str, password: &str, at: Timestamp) -> AppResult<()> {
+    pub async fn create_admin(
+        &self,
+        username: &str,
+        password: &str,
+        at: Timestamp,
+    ) -> AppResult<()> {
         let username = username.trim();
-        if username.is_empty() || username.len() > 64 || username.chars().any(char::is_whitespace)
-        {
+        if username.is_empty() || username.len() > 64 || username.chars().any(char::is_whitespace) {
             return Err(AppError::Input(
                 "username must be 1 to 64 characters without spaces".to_owned(),
             ));

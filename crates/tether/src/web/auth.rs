@@ -118,7 +118,9 @@ pub async fn current_session(state: &AppState, parts: &Parts) -> Result<Option<S
 fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 async fn token(state: &AppState, token: &str) -> Result<Option<TokenRecord>, ApiError> {
@@ -207,7 +209,9 @@ impl FromRequestParts<AppState> for AdminCaller {
                 }
                 Ok(AdminCaller(Caller::Session(session)))
             }
-            Some(_) => Err(ApiError::forbidden("this session is not an administrator's")),
+            Some(_) => Err(ApiError::forbidden(
+                "this session is not an administrator's",
+            )),
             None => Err(ApiError::unauthorized(
                 "sign in, or send 'Authorization: Bearer TOKEN' with a token of scope 'admin'",
             )),

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 
-const BUCKETS_MS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0, 5000.0];
+const BUCKETS_MS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0, 5000.0,
+];
 
 #[derive(Default)]
 struct Route {
@@ -43,7 +45,10 @@ impl Metrics {
 
     pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "# HELP tether_http_requests_total HTTP requests by route and status.");
+        let _ = writeln!(
+            out,
+            "# HELP tether_http_requests_total HTTP requests by route and status."
+        );
         let _ = writeln!(out, "# TYPE tether_http_requests_total counter");
         let Ok(routes) = self.routes.lock() else {
             return out;
@@ -57,7 +62,10 @@ impl Metrics {
                 );
             }
         }
-        let _ = writeln!(out, "# HELP tether_http_request_duration_seconds Request latency.");
+        let _ = writeln!(
+            out,
+            "# HELP tether_http_request_duration_seconds Request latency."
+        );
         let _ = writeln!(out, "# TYPE tether_http_request_duration_seconds histogram");
         for ((method, route), r) in routes.iter() {
             let labels = format!("method=\"{method}\",route=\"{}\"", escape(route));

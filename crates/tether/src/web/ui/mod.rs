@@ -38,7 +38,10 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 async fn css() -> Response {
-    asset("text/css; charset=utf-8", include_str!("../../../static/app.css"))
+    asset(
+        "text/css; charset=utf-8",
+        include_str!("../../../static/app.css"),
+    )
 }
 async fn js() -> Response {
     asset(
@@ -120,7 +123,11 @@ fn back_to_login(message: &str, next: &str) -> Response {
     .into_response()
 }
 
-async fn login(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
     let next = safe_next(form.next.as_deref());
     let cookie = auth::cookie_value(&headers, "tether_login").unwrap_or_default();
     if form.csrf.is_empty() || !auth::same_secret(&cookie, &form.csrf) {
@@ -144,14 +151,24 @@ async fn login(State(state): State<AppState>, headers: HeaderMap, Form(form): Fo
         return (
             StatusCode::TOO_MANY_REQUESTS,
             [(header::RETRY_AFTER, auth::WINDOW_SECONDS.to_string())],
-            Html(bare("Sign in", notice("error", "Too many failed sign-ins: wait a few minutes and try again.")).into_string()),
+            Html(
+                bare(
+                    "Sign in",
+                    notice(
+                        "error",
+                        "Too many failed sign-ins: wait a few minutes and try again.",
+                    ),
+                )
+                .into_string(),
+            ),
         )
             .into_response();
     }
     match state.app.verify_admin(&form.username, &form.password).await {
         Ok(true) => {
             state.login_limiter.succeeded(&keys);
-            match auth::start_session(&state, &format!("admin:{}", form.username), true, None).await {
+            match auth::start_session(&state, &format!("admin:{}", form.username), true, None).await
+            {
                 Ok(cookie) => {
                     let _ = tether_store::admin::AdminStore::insert_event(
                         &state.app.store,
@@ -190,7 +207,11 @@ async fn logout(
     Form(form): Form<CsrfOnly>,
 ) -> Response {
     if let Err(e) = auth::check_csrf(&session, &form.csrf) {
-        return (StatusCode::FORBIDDEN, Html(bare("Sign out", notice("error", &e.message)).into_string())).into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            Html(bare("Sign out", notice("error", &e.message)).into_string()),
+        )
+            .into_response();
     }
     let cookie = auth::end_session(&state, &headers).await;
     ([(header::SET_COOKIE, cookie)], Redirect::to("/login")).into_response()

@@ -49,7 +49,15 @@ fn error_page(session: &Session, err: AppError) -> Response {
     let status = api.status;
     (
         status,
-        Html(page("Something went wrong", Nav::None, session, notice("error", &api.message)).into_string()),
+        Html(
+            page(
+                "Something went wrong",
+                Nav::None,
+                session,
+                notice("error", &api.message),
+            )
+            .into_string(),
+        ),
     )
         .into_response()
 }
@@ -62,7 +70,10 @@ fn csrf_refused(session: &Session) -> Response {
                 "Form refused",
                 Nav::None,
                 session,
-                notice("error", "The form's CSRF token is missing or stale: reload the page and try again."),
+                notice(
+                    "error",
+                    "The form's CSRF token is missing or stale: reload the page and try again.",
+                ),
             )
             .into_string(),
         ),
@@ -332,7 +343,15 @@ async fn user_page(
         Some("included") => Some(("ok", "User included again.")),
         _ => None,
     };
-    user_view(&state, &session, &id, query.source.as_deref(), message, StatusCode::OK).await
+    user_view(
+        &state,
+        &session,
+        &id,
+        query.source.as_deref(),
+        message,
+        StatusCode::OK,
+    )
+    .await
 }
 
 async fn user_view(
@@ -442,8 +461,16 @@ async fn user_view(
             }
         }
     };
-    let title = if u.display_name.is_empty() { u.id.clone() } else { format!("{} ({})", u.display_name, u.id) };
-    (status, Html(page(&title, Nav::Users, session, body).into_string())).into_response()
+    let title = if u.display_name.is_empty() {
+        u.id.clone()
+    } else {
+        format!("{} ({})", u.display_name, u.id)
+    };
+    (
+        status,
+        Html(page(&title, Nav::Users, session, body).into_string()),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -473,17 +500,31 @@ async fn edit_external_id(
         "set" => (Some(form.external_id.as_str()), "set"),
         "clear" => (None, "cleared"),
         other => {
-            return error_page(&session, AppError::Input(format!("op must be set or clear, not '{other}'")))
+            return error_page(
+                &session,
+                AppError::Input(format!("op must be set or clear, not '{other}'")),
+            )
         }
     };
     match state
         .app
-        .edit_external_id(&id, expected, new, &form.reason, &session.principal, clock::now())
+        .edit_external_id(
+            &id,
+            expected,
+            new,
+            &form.reason,
+            &session.principal,
+            clock::now(),
+        )
         .await
     {
         Ok(_) => Redirect::to(&format!("/users/{}?done={done}", urlencode(&id))).into_response(),
         Err(e @ (AppError::Input(_) | AppError::Conflict(_))) => {
-            let status = if matches!(e, AppError::Conflict(_)) { StatusCode::CONFLICT } else { StatusCode::BAD_REQUEST };
+            let status = if matches!(e, AppError::Conflict(_)) {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::BAD_REQUEST
+            };
             let text = e.to_string();
             user_view(&state, &session, &id, None, Some(("error", &text)), status).await
         }
@@ -512,7 +553,13 @@ async fn exclude(
     let excluded = form.excluded == "yes";
     match state
         .app
-        .set_excluded(&id, excluded, &form.reason, &session.principal, clock::now())
+        .set_excluded(
+            &id,
+            excluded,
+            &form.reason,
+            &session.principal,
+            clock::now(),
+        )
         .await
     {
         Ok(_) => Redirect::to(&format!(
@@ -539,7 +586,8 @@ async fn settings_page(
 ) -> Response {
     match state.app.settings().await {
         Ok(settings) => {
-            let message = (query.done.as_deref() == Some("saved")).then_some(("ok", "Settings saved."));
+            let message =
+                (query.done.as_deref() == Some("saved")).then_some(("ok", "Settings saved."));
             settings_view(&session, &settings, message, StatusCode::OK)
         }
         Err(e) => error_page(&session, e),
@@ -556,7 +604,12 @@ fn yes_no_select(name: &str, label: &str, hint: &str, value: bool) -> Markup {
     }
 }
 
-fn settings_view(session: &Session, s: &Settings, message: Option<(&str, &str)>, status: StatusCode) -> Response {
+fn settings_view(
+    session: &Session,
+    s: &Settings,
+    message: Option<(&str, &str)>,
+    status: StatusCode,
+) -> Response {
     let body = html! {
         @if let Some((kind, text)) = message { (notice(kind, text)) }
         section.card {
@@ -572,7 +625,11 @@ fn settings_view(session: &Session, s: &Settings, message: Option<(&str, &str)>,
         }
         p.muted { "Single sign-on (OpenID Connect) is configured by environment or config file: see the README." }
     };
-    (status, Html(page("Settings › Security", Nav::Settings, session, body).into_string())).into_response()
+    (
+        status,
+        Html(page("Settings › Security", Nav::Settings, session, body).into_string()),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -589,7 +646,9 @@ fn parse_yes_no(field: &str, value: &str) -> Result<bool, AppError> {
     match value {
         "yes" => Ok(true),
         "no" => Ok(false),
-        other => Err(AppError::Input(format!("{field} must be yes or no, not '{other}'"))),
+        other => Err(AppError::Input(format!(
+            "{field} must be yes or no, not '{other}'"
+        ))),
     }
 }
 
@@ -604,22 +663,42 @@ async fn save_settings(
     let parsed = (|| {
         Ok::<_, AppError>(Settings {
             auto_populate: parse_yes_no("auto_populate", &form.auto_populate)?,
-            require_verified_email: parse_yes_no("require_verified_email", &form.require_verified_email)?,
+            require_verified_email: parse_yes_no(
+                "require_verified_email",
+                &form.require_verified_email,
+            )?,
             link_inactive: parse_yes_no("link_inactive", &form.link_inactive)?,
-            mass_change_threshold_percent: form.mass_change_threshold_percent.trim().parse().map_err(|_| {
-                AppError::Input("mass_change_threshold_percent must be a whole number from 1 to 100".to_owned())
-            })?,
+            mass_change_threshold_percent: form
+                .mass_change_threshold_percent
+                .trim()
+                .parse()
+                .map_err(|_| {
+                    AppError::Input(
+                        "mass_change_threshold_percent must be a whole number from 1 to 100"
+                            .to_owned(),
+                    )
+                })?,
         })
     })();
     let result = match parsed {
-        Ok(settings) => state.app.update_settings(&settings, &session.principal, clock::now()).await,
+        Ok(settings) => {
+            state
+                .app
+                .update_settings(&settings, &session.principal, clock::now())
+                .await
+        }
         Err(e) => Err(e),
     };
     match result {
         Ok(_) => Redirect::to("/settings/security?done=saved").into_response(),
         Err(e @ AppError::Input(_)) => {
             let current = state.app.settings().await.unwrap_or_default();
-            settings_view(&session, &current, Some(("error", &e.to_string())), StatusCode::BAD_REQUEST)
+            settings_view(
+                &session,
+                &current,
+                Some(("error", &e.to_string())),
+                StatusCode::BAD_REQUEST,
+            )
         }
         Err(e) => error_page(&session, e),
     }
@@ -633,7 +712,12 @@ async fn sources(State(state): State<AppState>, AdminPage(session): AdminPage) -
         Ok(l) => l,
         Err(e) => return error_page(&session, e.into()),
     };
-    render(page("Sources", Nav::Sources, &session, sources_body(&session, &list, None)))
+    render(page(
+        "Sources",
+        Nav::Sources,
+        &session,
+        sources_body(&session, &list, None),
+    ))
 }
 
 fn sources_body(session: &Session, list: &[Source], error: Option<&str>) -> Markup {
@@ -745,7 +829,10 @@ impl SourceForm {
     fn field(&self) -> Result<Option<ExternalIdField>, AppError> {
         self.external_id_field
             .as_deref()
-            .map(|f| f.parse::<ExternalIdField>().map_err(|e| AppError::Input(e.to_string())))
+            .map(|f| {
+                f.parse::<ExternalIdField>()
+                    .map_err(|e| AppError::Input(e.to_string()))
+            })
             .transpose()
     }
 }
@@ -761,7 +848,10 @@ async fn add_source(
     let at = clock::now();
     let result = async {
         if !KINDS.contains(&form.kind.as_str()) {
-            return Err(AppError::Input(format!("kind must be one of {}", KINDS.join(", "))));
+            return Err(AppError::Input(format!(
+                "kind must be one of {}",
+                KINDS.join(", ")
+            )));
         }
         let field = form.field()?.unwrap_or(ExternalIdField::AccountId);
         let source = state
@@ -779,17 +869,41 @@ async fn add_source(
         let settings = form.settings(SourceSettings::default());
         state
             .app
-            .configure_source(&source, None, None, Some(&settings), Some(&form.secret), &session.principal, at)
+            .configure_source(
+                &source,
+                None,
+                None,
+                Some(&settings),
+                Some(&form.secret),
+                &session.principal,
+                at,
+            )
             .await?;
         Ok(source)
     }
     .await;
     match result {
-        Ok(source) => Redirect::to(&format!("/sources/{}", urlencode(&source.name))).into_response(),
-        Err(e @ (AppError::Input(_) | AppError::Store(tether_store::StoreError::Conflict { .. }))) => {
+        Ok(source) => {
+            Redirect::to(&format!("/sources/{}", urlencode(&source.name))).into_response()
+        }
+        Err(
+            e @ (AppError::Input(_) | AppError::Store(tether_store::StoreError::Conflict { .. })),
+        ) => {
             use tether_store::Store;
             let list = state.app.store.list_sources().await.unwrap_or_default();
-            (StatusCode::BAD_REQUEST, Html(page("Sources", Nav::Sources, &session, sources_body(&session, &list, Some(&e.to_string()))).into_string())).into_response()
+            (
+                StatusCode::BAD_REQUEST,
+                Html(
+                    page(
+                        "Sources",
+                        Nav::Sources,
+                        &session,
+                        sources_body(&session, &list, Some(&e.to_string())),
+                    )
+                    .into_string(),
+                ),
+            )
+                .into_response()
         }
         Err(e) => error_page(&session, e),
     }
@@ -874,7 +988,19 @@ async fn source_view(
             }
         }
     };
-    (status, Html(page(&format!("Sources › {}", source.name), Nav::Sources, session, body).into_string())).into_response()
+    (
+        status,
+        Html(
+            page(
+                &format!("Sources › {}", source.name),
+                Nav::Sources,
+                session,
+                body,
+            )
+            .into_string(),
+        ),
+    )
+        .into_response()
 }
 
 fn report_view(r: &ReconcileReport) -> Markup {
@@ -910,7 +1036,11 @@ async fn edit_source(
     let result = async {
         let source = state.app.source(Some(&name)).await?;
         let (old, _) = state.app.source_settings(&source).await?;
-        let link_inactive = form.link_inactive.as_deref().map(|v| parse_yes_no("link_inactive", v)).transpose()?;
+        let link_inactive = form
+            .link_inactive
+            .as_deref()
+            .map(|v| parse_yes_no("link_inactive", v))
+            .transpose()?;
         state
             .app
             .configure_source(
@@ -926,10 +1056,20 @@ async fn edit_source(
     }
     .await;
     match result {
-        Ok(()) => Redirect::to(&format!("/sources/{}?done=saved", urlencode(&name))).into_response(),
+        Ok(()) => {
+            Redirect::to(&format!("/sources/{}?done=saved", urlencode(&name))).into_response()
+        }
         Err(e @ AppError::Input(_)) => {
             let text = e.to_string();
-            source_view(&state, &session, &name, Some(("error", &text)), None, StatusCode::BAD_REQUEST).await
+            source_view(
+                &state,
+                &session,
+                &name,
+                Some(("error", &text)),
+                None,
+                StatusCode::BAD_REQUEST,
+            )
+            .await
         }
         Err(e) => error_page(&session, e),
     }
@@ -959,7 +1099,12 @@ async fn pull(
     let dry_run = match form.action.as_str() {
         "preview" => true,
         "run" => false,
-        other => return error_page(&session, AppError::Input(format!("action must be preview or run, not '{other}'"))),
+        other => {
+            return error_page(
+                &session,
+                AppError::Input(format!("action must be preview or run, not '{other}'")),
+            )
+        }
     };
     if !dry_run {
         // Run = a background pull job (fetch, store, plan, safeguard, apply) with the chosen
@@ -968,16 +1113,36 @@ async fn pull(
             let source = state.app.source(Some(&name)).await?;
             state
                 .app
-                .configure_source(&source, Some(field), None, None, None, &session.principal, clock::now())
+                .configure_source(
+                    &source,
+                    Some(field),
+                    None,
+                    None,
+                    None,
+                    &session.principal,
+                    clock::now(),
+                )
                 .await?;
             crate::jobs::start(&state.app, &name, false, &session.principal, clock::now()).await
         }
         .await;
         return match started {
             Ok(job) => Redirect::to(&format!("/jobs/{}", job.pk)).into_response(),
-            Err(e @ (AppError::Input(_) | AppError::Conflict(_) | AppError::Store(tether_store::StoreError::Conflict { .. }))) => {
+            Err(
+                e @ (AppError::Input(_)
+                | AppError::Conflict(_)
+                | AppError::Store(tether_store::StoreError::Conflict { .. })),
+            ) => {
                 let text = e.to_string();
-                source_view(&state, &session, &name, Some(("error", &text)), None, StatusCode::CONFLICT).await
+                source_view(
+                    &state,
+                    &session,
+                    &name,
+                    Some(("error", &text)),
+                    None,
+                    StatusCode::CONFLICT,
+                )
+                .await
             }
             Err(e) => error_page(&session, e),
         };
@@ -990,13 +1155,29 @@ async fn pull(
     };
     match state
         .app
-        .reconcile_as(&session.principal, &name, options, clock::now(), &crate::app::NoProgress)
+        .reconcile_as(
+            &session.principal,
+            &name,
+            options,
+            clock::now(),
+            &crate::app::NoProgress,
+        )
         .await
     {
-        Ok(report) => source_view(&state, &session, &name, None, Some(&report), StatusCode::OK).await,
+        Ok(report) => {
+            source_view(&state, &session, &name, None, Some(&report), StatusCode::OK).await
+        }
         Err(e @ AppError::Input(_)) => {
             let text = e.to_string();
-            source_view(&state, &session, &name, Some(("error", &text)), None, StatusCode::BAD_REQUEST).await
+            source_view(
+                &state,
+                &session,
+                &name,
+                Some(("error", &text)),
+                None,
+                StatusCode::BAD_REQUEST,
+            )
+            .await
         }
         Err(e) => error_page(&session, e),
     }
@@ -1024,8 +1205,16 @@ async fn audit(
             Err(e) => return error_page(&session, AppError::Input(e.to_string())),
         },
     };
-    let actor = query.actor.as_deref().map(str::trim).filter(|a| !a.is_empty());
-    let user = query.user.as_deref().map(str::trim).filter(|u| !u.is_empty());
+    let actor = query
+        .actor
+        .as_deref()
+        .map(str::trim)
+        .filter(|a| !a.is_empty());
+    let user = query
+        .user
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty());
     let result = async {
         let user_pk = match user {
             Some(id) => {
@@ -1050,11 +1239,19 @@ async fn audit(
         Ok(r) => r,
         Err(e) => return error_page(&session, e),
     };
-    let next = (rows.len() as u32 == PAGE_SIZE).then(|| rows.last().map(|(e, _)| e.pk)).flatten();
+    let next = (rows.len() as u32 == PAGE_SIZE)
+        .then(|| rows.last().map(|(e, _)| e.pk))
+        .flatten();
     let mut base = String::from("/audit?");
-    if let Some(o) = origin { base.push_str(&format!("origin={}&", o.as_str())); }
-    if let Some(a) = actor { base.push_str(&format!("actor={}&", urlencode(a))); }
-    if let Some(u) = user { base.push_str(&format!("user={}&", urlencode(u))); }
+    if let Some(o) = origin {
+        base.push_str(&format!("origin={}&", o.as_str()));
+    }
+    if let Some(a) = actor {
+        base.push_str(&format!("actor={}&", urlencode(a)));
+    }
+    if let Some(u) = user {
+        base.push_str(&format!("user={}&", urlencode(u)));
+    }
     let body = html! {
         form.row method="get" action="/audit" #audit-filter {
             div { label for="origin" { "Origin" } br;
@@ -1096,7 +1293,12 @@ async fn tokens(State(state): State<AppState>, AdminPage(session): AdminPage) ->
     tokens_view(&state, &session, None, StatusCode::OK).await
 }
 
-async fn tokens_view(state: &AppState, session: &Session, created: Option<Result<(String, String), String>>, status: StatusCode) -> Response {
+async fn tokens_view(
+    state: &AppState,
+    session: &Session,
+    created: Option<Result<(String, String), String>>,
+    status: StatusCode,
+) -> Response {
     let list = match state.app.list_tokens().await {
         Ok(l) => l,
         Err(e) => return error_page(session, e),
@@ -1140,7 +1342,11 @@ async fn tokens_view(state: &AppState, session: &Session, created: Option<Result
             }
         }
     };
-    (status, Html(page("API tokens", Nav::Tokens, session, body).into_string())).into_response()
+    (
+        status,
+        Html(page("API tokens", Nav::Tokens, session, body).into_string()),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -1153,21 +1359,51 @@ struct TokenForm {
     scope: String,
 }
 
-async fn create_token(State(state): State<AppState>, AdminPage(session): AdminPage, Form(form): Form<TokenForm>) -> Response {
+async fn create_token(
+    State(state): State<AppState>,
+    AdminPage(session): AdminPage,
+    Form(form): Form<TokenForm>,
+) -> Response {
     if check_csrf(&session, &form.csrf).is_err() {
         return csrf_refused(&session);
     }
     if !matches!(form.scope.as_str(), "admin" | "scim") {
-        return tokens_view(&state, &session, Some(Err("scope must be admin or scim".to_owned())), StatusCode::BAD_REQUEST).await;
+        return tokens_view(
+            &state,
+            &session,
+            Some(Err("scope must be admin or scim".to_owned())),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
     }
     let mut secret = [0u8; 32];
     if getrandom::fill(&mut secret).is_err() {
         return error_page(&session, AppError::Io("no randomness".to_owned()));
     }
-    match state.app.create_token(form.name.trim(), &form.scope, secret, clock::now()).await {
-        Ok(token) => tokens_view(&state, &session, Some(Ok((form.name.trim().to_owned(), token))), StatusCode::OK).await,
-        Err(e @ (AppError::Input(_) | AppError::Store(tether_store::StoreError::Conflict { .. }))) => {
-            tokens_view(&state, &session, Some(Err(e.to_string())), StatusCode::BAD_REQUEST).await
+    match state
+        .app
+        .create_token(form.name.trim(), &form.scope, secret, clock::now())
+        .await
+    {
+        Ok(token) => {
+            tokens_view(
+                &state,
+                &session,
+                Some(Ok((form.name.trim().to_owned(), token))),
+                StatusCode::OK,
+            )
+            .await
+        }
+        Err(
+            e @ (AppError::Input(_) | AppError::Store(tether_store::StoreError::Conflict { .. })),
+        ) => {
+            tokens_view(
+                &state,
+                &session,
+                Some(Err(e.to_string())),
+                StatusCode::BAD_REQUEST,
+            )
+            .await
         }
         Err(e) => error_page(&session, e),
     }
@@ -1179,11 +1415,20 @@ struct CsrfForm {
     csrf: String,
 }
 
-async fn revoke_token(State(state): State<AppState>, AdminPage(session): AdminPage, Path(pk): Path<i64>, Form(form): Form<CsrfForm>) -> Response {
+async fn revoke_token(
+    State(state): State<AppState>,
+    AdminPage(session): AdminPage,
+    Path(pk): Path<i64>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
     if check_csrf(&session, &form.csrf).is_err() {
         return csrf_refused(&session);
     }
-    match state.app.revoke_token(pk, &session.principal, clock::now()).await {
+    match state
+        .app
+        .revoke_token(pk, &session.principal, clock::now())
+        .await
+    {
         Ok(()) => Redirect::to("/tokens").into_response(),
         Err(e) => error_page(&session, e),
     }
