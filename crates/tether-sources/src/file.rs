@@ -1,11 +1,11 @@
 //! The file source: accounts from a CSV or JSON Lines file (DESIGN §5 accounts header:
 //! `account_id,username,key,email,display_name,active,account_type`), chosen by extension.
 //!
-//! The reader follows the same rules as `tether import accounts` (crates/tether/src/files.rs,
-//! whose accounts part this mirrors): every problem is collected with its line and column,
-//! nothing panics on any input, and the file is all or nothing: one bad row refuses the whole
-//! file and no page is handed over. [`read_accounts`] is public so that an uploaded file can
-//! be checked before it is stored.
+//! The record reader here is also what `tether import users|accounts` uses
+//! (crates/tether/src/files.rs), so both read a file alike: every problem is collected with
+//! its line and column, nothing panics on any input, and the file is all or nothing: one bad
+//! row refuses the whole file and no page is handed over. [`read_accounts`] is public so
+//! that an uploaded file can be checked before it is stored.
 
 use crate::connect::{defaults, invalid};
 use crate::fetch::Fetch;
@@ -130,7 +130,7 @@ struct Record {
 }
 
 /// Reads `input` as records with the given allowed and required columns.
-fn read_records<T>(
+pub fn read_records<T>(
     input: impl Read,
     format: Format,
     allowed: &[&str],
@@ -327,10 +327,11 @@ fn check_columns<'a, T>(
     ok
 }
 
-struct Fields<'a, T> {
+/// One record's fields while a row is read; `ok` is false once a problem was recorded.
+pub struct Fields<'a, T> {
     record: &'a mut Record,
     parsed: &'a mut Parsed<T>,
-    ok: bool,
+    pub ok: bool,
 }
 
 impl<T> Fields<'_, T> {
@@ -340,7 +341,7 @@ impl<T> Fields<'_, T> {
     }
 
     /// A text value; control characters are refused.
-    fn text(&mut self, column: &str) -> Option<String> {
+    pub fn text(&mut self, column: &str) -> Option<String> {
         let value = self.record.fields.remove(column).flatten()?;
         if value.chars().any(|c| c.is_control() && c != '\t') {
             self.fail(column, "contains a control character");
@@ -351,7 +352,7 @@ impl<T> Fields<'_, T> {
 
     /// An identifier: required when `required`, and never padded with white space (it is
     /// compared exactly, so a stray space would make a different value).
-    fn identifier(&mut self, column: &str, required: bool) -> Option<String> {
+    pub fn identifier(&mut self, column: &str, required: bool) -> Option<String> {
         match self.text(column) {
             None if required => {
                 if self.ok {
@@ -372,13 +373,13 @@ impl<T> Fields<'_, T> {
 
     /// An e-mail as given, trimmed; `None` when blank. Invalid addresses are kept: they are
     /// a situation to explain (`invalid_email`), not a reason to refuse the file.
-    fn email(&mut self) -> Option<String> {
+    pub fn email(&mut self) -> Option<String> {
         self.text("email")
             .map(|e| e.trim().to_owned())
             .filter(|e| !e.is_empty())
     }
 
-    fn boolean(&mut self, column: &str) -> bool {
+    pub fn boolean(&mut self, column: &str) -> bool {
         match self
             .text(column)
             .as_deref()
@@ -402,10 +403,10 @@ impl<T> Fields<'_, T> {
 /// that names it, even if that row has other problems: two rows claiming one id or External
 /// ID are never resolved by guessing.
 #[derive(Default)]
-struct Claims(HashMap<String, u64>);
+pub struct Claims(HashMap<String, u64>);
 
 impl Claims {
-    fn claim<T>(
+    pub fn claim<T>(
         &mut self,
         fields: &mut Fields<'_, T>,
         column: &str,
