@@ -196,6 +196,23 @@ pub trait AdminStore: Send + Sync {
         at: Timestamp,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// The JSON document stored under `key` (e.g. `oidc`, the sign-in settings), if any. The
+    /// store does not read it; the Security keys of [`Settings`] are not documents.
+    fn find_setting_document(
+        &self,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<String>>> + Send;
+    /// Stores `value` under `key` only if the stored document is still `expected` (what the
+    /// caller read: `None` for none), and records `event` in the same transaction. `Ok(false)`:
+    /// someone else saved first and nothing was written. The Security keys are refused
+    /// (`Invalid`).
+    fn put_setting_document(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        value: &str,
+        event: &NewEvent<'_>,
+    ) -> impl Future<Output = Result<bool>> + Send;
     fn list_tokens(&self) -> impl Future<Output = Result<Vec<TokenRecord>>> + Send;
     /// A token that is not revoked, by hash; marks it used at `at`.
     fn find_token(
@@ -297,6 +314,18 @@ impl AdminStore for AnyStore {
     async fn update_settings(&self, settings: &Settings, actor: &str, at: Timestamp) -> Result<()> {
         dispatch!(self, s => s.update_settings(settings, actor, at))
     }
+    async fn find_setting_document(&self, key: &str) -> Result<Option<String>> {
+        dispatch!(self, s => s.find_setting_document(key))
+    }
+    async fn put_setting_document(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        value: &str,
+        event: &NewEvent<'_>,
+    ) -> Result<bool> {
+        dispatch!(self, s => s.put_setting_document(key, expected, value, event))
+    }
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
         dispatch!(self, s => s.list_tokens())
     }
@@ -357,17 +386,30 @@ pub(crate) fn prefix_upper(prefix: &str) -> String {
     upper
 }
 
+/// The keys of [`Settings`], one row each.
+pub(crate) const SETTINGS_KEYS: [&str; 4] = [
+    "auto_populate",
+    "require_verified_email",
+    "link_inactive",
+    "mass_change_threshold_percent",
+];
+
+/// Refuses a document key that is one of the Security settings' keys.
+pub(crate) fn check_document_key(key: &str) -> Result<()> {
+    if key.is_empty() || SETTINGS_KEYS.contains(&key) {
+        return Err(crate::StoreError::Invalid(format!(
+            "'{key}' is not a settings document key"
+        )));
+    }
+    Ok(())
+}
+
 /// The settings' keys as stored, with their JSON values.
 pub(crate) fn settings_rows(settings: &Settings) -> Result<Vec<(&'static str, String)>> {
     let value = serde_json::to_value(settings)
         .map_err(|e| crate::StoreError::Corrupt(format!("settings: {e}")))?;
     let mut rows = Vec::new();
-    for key in [
-        "auto_populate",
-        "require_verified_email",
-        "link_inactive",
-        "mass_change_threshold_percent",
-    ] {
+    for key in SETTINGS_KEYS {
         let v = value.get(key).cloned().unwrap_or(serde_json::Value::Null);
         rows.push((key, v.to_string()));
     }

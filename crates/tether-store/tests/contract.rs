@@ -46,7 +46,7 @@ macro_rules! contract_tests {
 
 contract_tests! {
     misc::migrations_are_idempotent(db),
-    admin::admins_and_sessions(store), admin::settings_default_and_change_with_an_event(store), admin::tokens_list_use_and_revoke(store), admin::source_connection_round_trip(store), admin::hand_edits_follow_the_rules(store), admin::search_users_without_case(store), admin::audit_filters_by_origin_actor_and_page(store), admin::search_users_broad_query_pages_like_a_narrow_one(store),
+    admin::admins_and_sessions(store), admin::settings_default_and_change_with_an_event(store), admin::tokens_list_use_and_revoke(store), admin::source_connection_round_trip(store), admin::hand_edits_follow_the_rules(store), admin::search_users_without_case(store), admin::audit_filters_by_origin_actor_and_page(store), admin::search_users_broad_query_pages_like_a_narrow_one(store), admin::setting_documents_compare_and_set_beside_the_settings(store),
     misc::empty_store_and_empty_batches(store),
     misc::timestamps_round_trip_to_the_microsecond(store),
     misc::missing_records_are_not_found(store),

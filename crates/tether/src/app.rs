@@ -4,6 +4,7 @@
 //! This layer reads no clock (it takes `at`), prints nothing, and knows no SQL or HTTP.
 
 pub mod admin;
+pub mod oidc;
 pub mod scim;
 pub mod signin;
 

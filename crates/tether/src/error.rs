@@ -8,6 +8,9 @@ pub enum AppError {
     /// Input was refused (a file, a field, a value); nothing was written.
     #[error("{0}")]
     Input(String),
+    /// Input was refused because of one named field; nothing was written.
+    #[error("{field}: {message}")]
+    Field { field: String, message: String },
     /// A named thing does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -26,7 +29,7 @@ impl AppError {
     /// 2 usage error (from clap), 3 input refused with nothing written, 4 not found.
     pub fn exit_code(&self) -> i32 {
         match self {
-            AppError::Input(_) | AppError::Conflict(_) => 3,
+            AppError::Input(_) | AppError::Field { .. } | AppError::Conflict(_) => 3,
             AppError::NotFound(_) => 4,
             AppError::Store(StoreError::Conflict { .. } | StoreError::Invalid(_)) => 3,
             AppError::Store(StoreError::NotFound(_)) => 4,

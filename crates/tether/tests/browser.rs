@@ -1,11 +1,19 @@
-//! The admin UI in a real browser (issue 3): `tether serve --demo` on a fresh SQLite database,
-//! driven by Debian's chromium through npm `playwright-core` (tests/browser/admin_flow.mjs):
-//! sign in, switch Auto-populate on, preview and run Pull User Data, read a duplicate_accounts
-//! explanation, set an External ID by hand, with no CSP violation or script error.
+//! The admin UI in a real browser: `tether serve --demo` on a fresh SQLite database, driven by
+//! Debian's chromium through npm `playwright-core`, with no CSP violation or script error.
 //!
-//! Needs `TETHER_NODE_PATH` (node_modules with playwright-core) and `TETHER_CHROMIUM`;
-//! `scripts/peers/install` installs both and prints them (scripts/test does this).
-//! Screenshots of every screen land in `target/screenshots/`; with
+//! - `admin_flow_in_chromium` (issue 3, tests/browser/admin_flow.mjs): sign in, switch
+//!   Auto-populate on, preview and run Pull User Data, read a duplicate_accounts explanation,
+//!   set an External ID by hand.
+//! - `sign_in_flow_in_chromium` (issue 5, tests/browser/signin_flow.mjs): the admin configures
+//!   OpenID Connect sign-in under Settings › Security (the server has no `TETHER_OIDC_*`
+//!   variable) against oidc-provider-mock; a user signs in with their e-mail in another case,
+//!   gets linked and sees it on "My account"; the admin sees the link with origin `login` in
+//!   the audit log; a second sign-in with a changed e-mail matches by External ID.
+//!
+//! Needs `TETHER_NODE_PATH` (node_modules with playwright-core), `TETHER_CHROMIUM` and, for
+//! the sign-in flow, `TETHER_PEERS_BIN` (oidc-provider-mock); `scripts/peers/install`
+//! installs them and prints them (scripts/test does this). Screenshots land in
+//! `target/screenshots/` (the sign-in flow's in `target/screenshots/signin/`); with
 //! `TETHER_UPDATE_SCREENSHOTS=1` they are also copied to `docs/screenshots/` for the README.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -41,12 +49,21 @@ const SCREENSHOTS: &[&str] = &[
     "14-api-tokens.png",
 ];
 
+/// The sign-in flow's screens, in `target/screenshots/signin/` and in `docs/screenshots/`.
+const SIGNIN_SCREENSHOTS: &[&str] = &[
+    "15-settings-sign-in.png",
+    "16-provider-sign-in.png",
+    "17-my-account-linked.png",
+    "18-audit-login.png",
+];
+
 fn peer_env(name: &str) -> String {
     match std::env::var(name) {
         Ok(value) if !value.is_empty() => value,
         _ => panic!(
-            "{name} is not set: the browser test needs playwright-core and chromium. Run \
-             `eval \"$(scripts/peers/install | tail -n 1)\"` (or scripts/test, which does it)"
+            "{name} is not set: the browser tests need playwright-core, chromium and \
+             oidc-provider-mock. Run `eval \"$(scripts/peers/install | tail -n 1)\"` (or \
+             scripts/test, which does it)"
         ),
     }
 }
@@ -124,10 +141,13 @@ fn ready_line(line: &str) -> Option<(String, String)> {
     Some((url.trim_end_matches('/').to_owned(), password))
 }
 
+/// `tether serve --demo` on a fresh SQLite database and a free port. Sign-in is configured
+/// from the admin UI only: no `TETHER_OIDC_*` variable (nor a public URL) reaches the server.
 fn start_server() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite:{}", dir.path().join("t.db").display());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
+    command
         .args([
             "--database",
             &database,
@@ -137,6 +157,13 @@ fn start_server() -> Server {
             "127.0.0.1:0",
         ])
         .env("RUST_LOG", "warn")
+        .env_remove("TETHER_PUBLIC_URL");
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("TETHER_OIDC_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -179,30 +206,98 @@ fn is_png(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-#[test]
-fn admin_flow_in_chromium() {
+/// oidc-provider-mock (from `$TETHER_PEERS_BIN`) on a free port, as
+/// `app(require_nonce=True)`; killed (by its id) when dropped.
+struct Provider {
+    child: Child,
+    /// Its base URL, which is its issuer.
+    url: String,
+    log: Output,
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_provider() -> Provider {
+    let bin = peer_env("TETHER_PEERS_BIN");
+    let script = r#"
+import sys, threading, werkzeug.serving
+from oidc_provider_mock import app
+server = werkzeug.serving.make_server("127.0.0.1", 0, app(require_nonce=True), threaded=True)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+print(f"listening http://127.0.0.1:{server.server_port}", flush=True)
+sys.stdin.read()
+"#;
+    let mut child = Command::new(format!("{bin}/python"))
+        .args(["-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin}/python (oidc-provider-mock): {e}"));
+    let log = Output::default();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let ready_tx = Mutex::new(ready_tx);
+    let _ = log.collect(child.stdout.take().unwrap(), move |line| {
+        if let Some(url) = line.strip_prefix("listening ") {
+            let _ = ready_tx.lock().unwrap().send(url.trim().to_owned());
+        }
+    });
+    let _ = log.collect(child.stderr.take().unwrap(), |_| {});
+    let mut provider = Provider {
+        child,
+        url: String::new(),
+        log,
+    };
+    match ready_rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(url) => {
+            provider.url = url;
+            provider
+        }
+        Err(_) => panic!(
+            "oidc-provider-mock did not listen within 60 s (exit status: {:?}); its output:\n{}",
+            provider.child.try_wait().ok().flatten(),
+            provider.log.text()
+        ),
+    }
+}
+
+/// Empties `dir` of this flow's files (PNGs, not the other flow's subdirectory).
+fn fresh_screenshots(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() && path.extension().is_some_and(|e| e == "png") {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+}
+
+/// Runs `tests/browser/{script}` with node against `server`, the flow's screenshots going to
+/// `shots` and `extra` in its environment; panics with its output and the server's log
+/// unless it exits 0. Returns its output.
+fn run_flow(script: &str, server: &Server, shots: &Path, extra: &[(&str, &str)]) -> String {
     let node_path = peer_env("TETHER_NODE_PATH");
     let chromium = peer_env("TETHER_CHROMIUM");
     assert!(
         Path::new(&node_path).join("playwright-core").is_dir(),
         "TETHER_NODE_PATH={node_path} has no playwright-core: run scripts/peers/install"
     );
-
-    let shots = target_dir().join("screenshots");
-    if shots.exists() {
-        std::fs::remove_dir_all(&shots).unwrap();
-    }
-    std::fs::create_dir_all(&shots).unwrap();
-
-    let server = start_server();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/admin_flow.mjs");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/browser")
+        .join(script);
     let mut node = Command::new("node")
-        .arg(&script)
+        .arg(&path)
         .env("NODE_PATH", &node_path)
         .env("TETHER_URL", &server.url)
         .env("TETHER_ADMIN_PASSWORD", &server.password)
         .env("TETHER_CHROMIUM", &chromium)
-        .env("TETHER_SCREENSHOTS", &shots)
+        .env("TETHER_SCREENSHOTS", shots)
+        .envs(extra.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -224,7 +319,7 @@ fn admin_flow_in_chromium() {
             // The script's own waits should have ended it long ago; stop it (and so chromium).
             let _ = Command::new("kill").arg(pid.to_string()).status();
             panic!(
-                "the browser flow did not finish within {FLOW:?}; its output:\n{}\n\
+                "the browser flow {script} did not finish within {FLOW:?}; its output:\n{}\n\
                  server log:\n{}",
                 output.text(),
                 server.log.text()
@@ -238,35 +333,99 @@ fn admin_flow_in_chromium() {
     let flow_output = output.text();
     assert!(
         status.success(),
-        "the browser flow failed ({status}); screenshots in {}.\n--- admin_flow.mjs ---\n{}\
+        "the browser flow failed ({status}); screenshots in {}.\n--- {script} ---\n{}\
          --- tether serve --demo ---\n{}",
         shots.display(),
         flow_output,
         server.log.text()
     );
-    drop(server);
-    // Shown with --nocapture: every step and screenshot.
-    eprint!("{flow_output}");
+    flow_output
+}
 
-    for name in SCREENSHOTS {
+fn assert_screenshots(shots: &Path, names: &[&str], flow_output: &str) {
+    for name in names {
         assert!(
             is_png(&shots.join(name)),
             "the flow passed but {name} is missing or not a PNG in {}; its output:\n{flow_output}",
             shots.display()
         );
     }
+}
 
-    if std::env::var("TETHER_UPDATE_SCREENSHOTS").as_deref() == Ok("1") {
+fn updating_docs() -> bool {
+    std::env::var("TETHER_UPDATE_SCREENSHOTS").as_deref() == Ok("1")
+}
+
+#[test]
+fn admin_flow_in_chromium() {
+    let shots = target_dir().join("screenshots");
+    fresh_screenshots(&shots);
+
+    let server = start_server();
+    let flow_output = run_flow("admin_flow.mjs", &server, &shots, &[]);
+    drop(server);
+    // Shown with --nocapture: every step and screenshot.
+    eprint!("{flow_output}");
+    assert_screenshots(&shots, SCREENSHOTS, &flow_output);
+
+    if updating_docs() {
         update_docs(&shots, &workspace().join("docs/screenshots"));
     }
 }
 
-/// Replaces the README's screenshots with this run's.
+#[test]
+fn sign_in_flow_in_chromium() {
+    let shots = target_dir().join("screenshots").join("signin");
+    fresh_screenshots(&shots);
+
+    let provider = start_provider();
+    let server = start_server();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_flow(
+            "signin_flow.mjs",
+            &server,
+            &shots,
+            &[("TETHER_OIDC_PROVIDER", provider.url.as_str())],
+        )
+    }));
+    let flow_output = match result {
+        Ok(output) => output,
+        Err(panic) => {
+            eprintln!(
+                "--- oidc-provider-mock ({}) ---\n{}",
+                provider.url,
+                provider.log.text()
+            );
+            std::panic::resume_unwind(panic);
+        }
+    };
+    drop(server);
+    drop(provider);
+    eprint!("{flow_output}");
+    assert_screenshots(&shots, SIGNIN_SCREENSHOTS, &flow_output);
+
+    if updating_docs() {
+        let docs = workspace().join("docs/screenshots");
+        std::fs::create_dir_all(&docs).unwrap();
+        for name in SIGNIN_SCREENSHOTS {
+            std::fs::copy(shots.join(name), docs.join(name)).unwrap();
+        }
+        eprintln!(
+            "browser: copied {} sign-in screenshots to {}",
+            SIGNIN_SCREENSHOTS.len(),
+            docs.display()
+        );
+    }
+}
+
+/// Replaces the README's screenshots of the admin flow with this run's; the sign-in flow's
+/// (`SIGNIN_SCREENSHOTS`, written by `sign_in_flow_in_chromium`, maybe at the same time) stay.
 fn update_docs(shots: &Path, docs: &Path) {
     std::fs::create_dir_all(docs).unwrap();
     for entry in std::fs::read_dir(docs).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "png") {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if path.extension().is_some_and(|e| e == "png") && !SIGNIN_SCREENSHOTS.contains(&&*name) {
             std::fs::remove_file(path).unwrap();
         }
     }
@@ -274,7 +433,10 @@ fn update_docs(shots: &Path, docs: &Path) {
     for entry in std::fs::read_dir(shots).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_owned();
-        if path.extension().is_some_and(|e| e == "png") && name != "failure.png" {
+        if path.is_file()
+            && path.extension().is_some_and(|e| e == "png")
+            && !name.to_string_lossy().starts_with("failure")
+        {
             std::fs::copy(&path, docs.join(&name)).unwrap();
             copied += 1;
         }

@@ -109,19 +109,36 @@ fn tether_cli(db: &str, args: &[&str], stdin: Option<&str>) -> String {
 
 /// `tether serve` on a free port, configured for the provider.
 fn start_tether(db: &str, issuer: &str) -> (Peer, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+    start_tether_with(
+        db,
+        &[
+            ("TETHER_OIDC_ISSUER", issuer),
+            ("TETHER_OIDC_CLIENT_ID", "tether-e2e"),
+            ("TETHER_OIDC_CLIENT_SECRET", "e2e-secret"),
+            ("TETHER_OIDC_ADMIN_CLAIM", "groups=tether-admins"),
+        ],
+    )
+}
+
+/// `tether serve` on a free port with the variables `vars`, and no `TETHER_OIDC_*` variable
+/// but theirs (none of the test runner's own).
+fn start_tether_with(db: &str, vars: &[(&str, &str)]) -> (Peer, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
+    command
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("TETHER_DATABASE_URL", db)
-        .env("TETHER_OIDC_ISSUER", issuer)
-        .env("TETHER_OIDC_CLIENT_ID", "tether-e2e")
-        .env("TETHER_OIDC_CLIENT_SECRET", "e2e-secret")
-        .env("TETHER_OIDC_ADMIN_CLAIM", "groups=tether-admins")
-        .env_remove("TETHER_OIDC_REDIRECT_URL")
         .env_remove("TETHER_PUBLIC_URL")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    for (name, _) in std::env::vars() {
+        if name.starts_with("TETHER_OIDC_") {
+            command.env_remove(name);
+        }
+    }
+    for (name, value) in vars {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let peer = Peer(child);
     let line = first_line_with(stderr, "tether: listening on ");
@@ -633,4 +650,247 @@ async fn scenario(postgres: bool) {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_sign_in_configured_on_the_settings_page() {
+    configured_on_the_page(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sign_in_configured_on_the_settings_page() {
+    configured_on_the_page(true).await;
+}
+
+async fn oidc_settings(tether: &str, token: &str) -> serde_json::Value {
+    let response = reqwest::Client::new()
+        .get(format!("{tether}/api/v1/settings/oidc"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.json().await.unwrap()
+}
+
+/// PUT /api/v1/settings/oidc: the status and the body's text.
+async fn put_oidc_settings(
+    tether: &str,
+    token: &str,
+    body: serde_json::Value,
+) -> (StatusCode, String) {
+    let response = reqwest::Client::new()
+        .put(format!("{tether}/api/v1/settings/oidc"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+/// Where `/auth/login` sends the browser.
+async fn authorize_url(tether: &str) -> (StatusCode, String) {
+    let response = browser()
+        .get(format!("{tether}/auth/login"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let target = response
+        .headers()
+        .get(LOCATION)
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, target)
+}
+
+/// Issue 5's "Done when" without a restart: a server started with no `TETHER_OIDC_*`
+/// variable is configured through Settings › Security (its API; the browser test fills the
+/// page's form), a user signs in and is linked with origin `login`; a later save takes effect
+/// at the next sign-in; the environment wins over the page, field by field; bad settings are
+/// refused with the field named and nothing saved; the secret is never shown.
+async fn configured_on_the_page(postgres: bool) {
+    const SECRET: &str = "page-secret-9f3c1e";
+    let (_provider_process, provider) = start_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(postgres, dir.path(), "signin_page");
+    let users_file = dir.path().join("users.csv");
+    std::fs::write(&users_file, USERS).unwrap();
+    tether_cli(
+        &db,
+        &["import", "users", users_file.to_str().unwrap()],
+        None,
+    );
+    let token_output = tether_cli(
+        &db,
+        &["token", "create", "--name", "ops", "--scope", "admin"],
+        None,
+    );
+    let token = token_output.lines().last().unwrap().trim().to_owned();
+    let store = AnyStore::open(&db).await.unwrap();
+    set_auto_populate(&store, true).await;
+    // PostgreSQL has no key file beside the database: the sealing key comes from the
+    // environment, as on every replica. SQLite keeps one beside its file.
+    let key = "11".repeat(32);
+    let sealing: Vec<(&str, &str)> = if postgres {
+        vec![("TETHER_SECRET_KEY", key.as_str())]
+    } else {
+        Vec::new()
+    };
+    let (tether_process, tether) = start_tether_with(&db, &sealing);
+
+    // Off: nothing configured anywhere.
+    let off = oidc_settings(&tether, &token).await;
+    assert_eq!(off["status"], "off", "{off}");
+    assert_eq!(off["origins"]["issuer"], "default", "{off}");
+    let (status, _) = authorize_url(&tether).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "sign-in is off");
+
+    // Bad settings are refused, naming the field, and nothing is saved.
+    let good = serde_json::json!({
+        "issuer": provider,
+        "client_id": "tether-page",
+        "client_secret": SECRET,
+        "admin_claim": "groups=tether-admins",
+    });
+    for (field, value) in [
+        ("issuer", serde_json::json!("ftp://idp.example.com")),
+        ("scopes", serde_json::json!(["email", "profile"])),
+        (
+            "redirect_url",
+            serde_json::json!("http://127.0.0.1:1/elsewhere"),
+        ),
+        ("admin_claim", serde_json::json!("groups")),
+        ("admin_emails", serde_json::json!(["not-an-address"])),
+    ] {
+        let mut body = good.clone();
+        body[field] = value;
+        let (status, text) = put_oidc_settings(&tether, &token, body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {text}");
+        let error: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(error["field"], field, "{text}");
+    }
+    let (status, text) = put_oidc_settings(
+        &tether,
+        &token,
+        serde_json::json!({"issuer": provider, "bogus": 1}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("bogus"), "{text}");
+    assert_eq!(store.find_setting_document("oidc").await.unwrap(), None);
+    assert_eq!(oidc_settings(&tether, &token).await["status"], "off");
+
+    // Saved: on at once, the secret sealed and never shown.
+    let (status, text) = put_oidc_settings(&tether, &token, good.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(!text.contains(SECRET), "{text}");
+    let on: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(on["status"], "on", "{on}");
+    assert_eq!(on["client_secret_set"], true);
+    assert_eq!(on["origins"]["issuer"], "page");
+    assert_eq!(on["origins"]["client_secret"], "page");
+    assert_eq!(on["origins"]["redirect_url"], "default");
+    assert_eq!(on["effective"]["client_id"], "tether-page");
+    let stored = store.find_setting_document("oidc").await.unwrap().unwrap();
+    assert!(
+        !stored.contains(SECRET),
+        "the secret is stored sealed: {stored}"
+    );
+    let events = store.list_events(None, 10).await.unwrap();
+    let event = events
+        .iter()
+        .find(|e| e.subject == "oidc")
+        .expect("the save is in the event log");
+    assert!(
+        event.detail.contains("client_secret set"),
+        "{}",
+        event.detail
+    );
+    assert!(
+        event.detail.contains("client_id=tether-page"),
+        "{}",
+        event.detail
+    );
+    assert!(!event.detail.contains(SECRET), "{}", event.detail);
+
+    // A user signs in and is linked by e-mail, with origin login.
+    provider_user(
+        &provider,
+        "acc-alice",
+        serde_json::json!({"email": "ALICE@example.com", "email_verified": true}),
+    )
+    .await;
+    let first = sign_in(&browser(), &tether, "acc-alice").await;
+    assert_eq!(first.status, StatusCode::SEE_OTHER, "{}", first.body);
+    assert_eq!(first.landed.as_deref(), Some("/me"));
+    let alice = user(&store, "u-alice").await;
+    assert_eq!(alice.external_id.as_deref(), Some("acc-alice"));
+    assert_eq!(alice.external_id_origin, Some(tether_core::Origin::Login));
+    // The admin claim configured on the page makes an admin.
+    provider_user(
+        &provider,
+        "acc-admin",
+        serde_json::json!({"email": "ops@example.com", "email_verified": true, "groups": ["tether-admins"]}),
+    )
+    .await;
+    let admin = sign_in(&browser(), &tether, "acc-admin").await;
+    assert_eq!(admin.landed.as_deref(), Some("/"), "{}", admin.body);
+
+    // A later save (the secret left out: kept) takes effect at the next sign-in.
+    let mut renamed = good.clone();
+    renamed["client_id"] = serde_json::json!("tether-page-2");
+    renamed.as_object_mut().unwrap().remove("client_secret");
+    let (status, text) = put_oidc_settings(&tether, &token, renamed).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(
+        oidc_settings(&tether, &token).await["client_secret_set"],
+        true
+    );
+    let (status, target) = authorize_url(&tether).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(target.contains("client_id=tether-page-2"), "{target}");
+    let second = sign_in(&browser(), &tether, "acc-alice").await;
+    assert_eq!(second.landed.as_deref(), Some("/me"), "{}", second.body);
+
+    // Another server on the same database, with the client ID in its environment: the
+    // environment wins there, and its page cannot change that field.
+    drop(tether_process);
+    let mut vars = sealing.clone();
+    vars.push(("TETHER_OIDC_CLIENT_ID", "tether-env"));
+    let (_fixed_process, fixed) = start_tether_with(&db, &vars);
+    let view = oidc_settings(&fixed, &token).await;
+    assert_eq!(view["origins"]["client_id"], "environment", "{view}");
+    assert_eq!(view["origins"]["issuer"], "page", "{view}");
+    assert_eq!(view["effective"]["client_id"], "tether-env", "{view}");
+    assert_eq!(view["saved"]["client_id"], "tether-page-2", "{view}");
+    let (_, target) = authorize_url(&fixed).await;
+    assert!(target.contains("client_id=tether-env"), "{target}");
+    let (status, text) = put_oidc_settings(
+        &fixed,
+        &token,
+        serde_json::json!({"issuer": provider, "client_id": "tether-page-3"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("TETHER_OIDC_CLIENT_ID"), "{text}");
+
+    // The secret can be removed; clearing the issuer turns sign-in off.
+    let (status, text) = put_oidc_settings(
+        &fixed,
+        &token,
+        serde_json::json!({"issuer": provider, "client_secret": null}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(
+        oidc_settings(&fixed, &token).await["client_secret_set"],
+        false
+    );
+    let (status, text) = put_oidc_settings(&fixed, &token, serde_json::json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(oidc_settings(&fixed, &token).await["status"], "off");
+    let (status, _) = authorize_url(&fixed).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -234,6 +234,64 @@ impl AdminStore for PgStore {
         .await
     }
 
+    async fn find_setting_document(&self, key: &str) -> Result<Option<String>> {
+        check_document_key(key)?;
+        self.admin_call(async {
+            let client = self.client().await?;
+            let row = client
+                .query_opt("SELECT value FROM settings WHERE key = $1", &[&key])
+                .await?;
+            Ok(row.map(|r| r.try_get::<_, String>(0)).transpose()?)
+        })
+        .await
+    }
+
+    async fn put_setting_document(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        value: &str,
+        event: &NewEvent<'_>,
+    ) -> Result<bool> {
+        check_document_key(key)?;
+        self.admin_call(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            // Serialize with other saves: a missing row cannot be locked with FOR UPDATE.
+            tx.execute("LOCK TABLE settings IN SHARE ROW EXCLUSIVE MODE", &[])
+                .await?;
+            let stored: Option<String> = tx
+                .query_opt("SELECT value FROM settings WHERE key = $1", &[&key])
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?;
+            if stored.as_deref() != expected {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO settings (key, value, updated_at, updated_by) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value,
+                     updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+                &[&key, &value, &event.at, &event.actor],
+            )
+            .await?;
+            tx.execute(
+                INSERT_EVENT,
+                &[
+                    &event.at,
+                    &event.actor,
+                    &event.kind,
+                    &event.subject,
+                    &event.detail,
+                ],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(true)
+        })
+        .await
+    }
+
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
         self.admin_call(async {
             let client = self.client().await?;

@@ -232,6 +232,50 @@ impl AdminStore for SqliteStore {
         })
     }
 
+    async fn find_setting_document(&self, key: &str) -> Result<Option<String>> {
+        check_document_key(key)?;
+        self.read(|c| {
+            Ok(
+                c.prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+                    .query_row(params![key], |r| r.get::<_, String>(0))
+                    .optional()?,
+            )
+        })
+    }
+
+    async fn put_setting_document(
+        &self,
+        key: &str,
+        expected: Option<&str>,
+        value: &str,
+        event: &NewEvent<'_>,
+    ) -> Result<bool> {
+        check_document_key(key)?;
+        let at_text = ts(event.at)?;
+        self.write(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let stored: Option<String> = tx
+                .query_row(
+                    "SELECT value FROM settings WHERE key = ?1",
+                    params![key],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if stored.as_deref() != expected {
+                return Ok(false);
+            }
+            tx.execute(
+                "INSERT INTO settings (key, value, updated_at, updated_by) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value,
+                     updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+                params![key, value, at_text, event.actor],
+            )?;
+            insert_event_row(&tx, event)?;
+            tx.commit()?;
+            Ok(true)
+        })
+    }
+
     async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
         self.read(|c| {
             let mut statement =

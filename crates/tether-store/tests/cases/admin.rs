@@ -498,3 +498,86 @@ pub async fn search_users_broad_query_pages_like_a_narrow_one(store: &AnyStore) 
         );
     }
 }
+
+pub async fn setting_documents_compare_and_set_beside_the_settings(store: &AnyStore) {
+    let event = |detail: &'static str| NewEvent {
+        at: T1,
+        actor: "admin:alice",
+        kind: "oidc_settings_changed",
+        subject: "oidc",
+        detail,
+    };
+    assert_eq!(store.find_setting_document("oidc").await.unwrap(), None);
+    // The first save expects no document.
+    assert!(store
+        .put_setting_document("oidc", None, r#"{"issuer":"a"}"#, &event("issuer"))
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .find_setting_document("oidc")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(r#"{"issuer":"a"}"#)
+    );
+    // A save that read an older document (or none) writes nothing.
+    for stale in [None, Some(r#"{"issuer":"old"}"#)] {
+        assert!(!store
+            .put_setting_document("oidc", stale, r#"{"issuer":"b"}"#, &event("lost"))
+            .await
+            .unwrap());
+    }
+    assert!(store
+        .put_setting_document(
+            "oidc",
+            Some(r#"{"issuer":"a"}"#),
+            r#"{"issuer":"c"}"#,
+            &event("issuer again")
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .find_setting_document("oidc")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(r#"{"issuer":"c"}"#)
+    );
+    // Exactly the two saves are in the event log.
+    let events = store.list_events(None, 10).await.unwrap();
+    let details: Vec<&str> = events.iter().map(|e| e.detail.as_str()).collect();
+    assert_eq!(details, vec!["issuer again", "issuer"]);
+    // The document is not a Security setting, and a Security key is not a document.
+    assert_eq!(store.get_settings().await.unwrap(), Settings::default());
+    for key in ["auto_populate", ""] {
+        assert!(matches!(
+            store.find_setting_document(key).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert!(matches!(
+            store
+                .put_setting_document(key, None, "true", &event("x"))
+                .await,
+            Err(StoreError::Invalid(_))
+        ));
+    }
+    let changed = Settings {
+        auto_populate: true,
+        ..Settings::default()
+    };
+    store
+        .update_settings(&changed, "admin:alice", T1)
+        .await
+        .unwrap();
+    assert_eq!(store.get_settings().await.unwrap(), changed);
+    assert_eq!(
+        store
+            .find_setting_document("oidc")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(r#"{"issuer":"c"}"#)
+    );
+}

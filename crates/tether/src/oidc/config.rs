@@ -2,7 +2,7 @@
 //! `TETHER_OIDC_CONFIG`, then `TETHER_OIDC_*` environment variables, which win), and its
 //! validation. The client secret is write-only: it is never printed, logged or serialized.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// The relying party's configuration.
@@ -55,6 +55,18 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    /// The field as the Settings page, the API and the JSON file name it (`issuer`, …), or
+    /// `config_file` for the file itself.
+    pub fn field(&self) -> String {
+        match self.setting.strip_prefix("TETHER_OIDC_") {
+            Some("CONFIG") => "config_file".to_owned(),
+            Some(rest) => rest.to_ascii_lowercase(),
+            None => self.setting.to_owned(),
+        }
+    }
+}
+
 fn error(setting: &'static str, message: impl Into<String>) -> ConfigError {
     ConfigError {
         setting,
@@ -62,22 +74,123 @@ fn error(setting: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// The JSON file's shape (every key optional; the environment fills or overrides).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    issuer: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    redirect_url: Option<String>,
-    scopes: Option<Vec<String>>,
-    account_id_claim: Option<String>,
-    admin_claim: Option<String>,
-    admin_subjects: Option<Vec<String>>,
-    admin_emails: Option<Vec<String>>,
+/// One layer of settings (the JSON file, the environment, or Settings › Security): every
+/// field optional, the first layer that sets a field wins. Also the JSON file's shape.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcFields {
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    /// Write-only: never shown. Not part of the stored Settings › Security document, which
+    /// keeps it sealed beside.
+    #[serde(skip_serializing)]
+    pub client_secret: Option<String>,
+    pub redirect_url: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub account_id_claim: Option<String>,
+    /// `NAME=VALUE`, e.g. `groups=tether-admins`.
+    pub admin_claim: Option<String>,
+    pub admin_subjects: Option<Vec<String>>,
+    pub admin_emails: Option<Vec<String>>,
 }
 
-fn list(text: &str) -> Vec<String> {
+impl fmt::Debug for OidcFields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OidcFields")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<set>"),
+            )
+            .field("redirect_url", &self.redirect_url)
+            .field("scopes", &self.scopes)
+            .field("account_id_claim", &self.account_id_claim)
+            .field("admin_claim", &self.admin_claim)
+            .field("admin_subjects", &self.admin_subjects)
+            .field("admin_emails", &self.admin_emails)
+            .finish()
+    }
+}
+
+/// The fields, by name, as the JSON file, the API and the Settings page spell them.
+pub const FIELDS: [&str; 9] = [
+    "issuer",
+    "client_id",
+    "client_secret",
+    "redirect_url",
+    "scopes",
+    "account_id_claim",
+    "admin_claim",
+    "admin_subjects",
+    "admin_emails",
+];
+
+impl OidcFields {
+    /// Whether this layer sets `field` (one of [`FIELDS`]).
+    pub fn sets(&self, field: &str) -> bool {
+        match field {
+            "issuer" => self.issuer.is_some(),
+            "client_id" => self.client_id.is_some(),
+            "client_secret" => self.client_secret.is_some(),
+            "redirect_url" => self.redirect_url.is_some(),
+            "scopes" => self.scopes.is_some(),
+            "account_id_claim" => self.account_id_claim.is_some(),
+            "admin_claim" => self.admin_claim.is_some(),
+            "admin_subjects" => self.admin_subjects.is_some(),
+            "admin_emails" => self.admin_emails.is_some(),
+            _ => false,
+        }
+    }
+
+    /// Each field from `self` if set, else from `below`.
+    pub fn over(&self, below: &OidcFields) -> OidcFields {
+        let pick = |a: &Option<String>, b: &Option<String>| a.clone().or_else(|| b.clone());
+        let pick_list =
+            |a: &Option<Vec<String>>, b: &Option<Vec<String>>| a.clone().or_else(|| b.clone());
+        OidcFields {
+            issuer: pick(&self.issuer, &below.issuer),
+            client_id: pick(&self.client_id, &below.client_id),
+            client_secret: pick(&self.client_secret, &below.client_secret),
+            redirect_url: pick(&self.redirect_url, &below.redirect_url),
+            scopes: pick_list(&self.scopes, &below.scopes),
+            account_id_claim: pick(&self.account_id_claim, &below.account_id_claim),
+            admin_claim: pick(&self.admin_claim, &below.admin_claim),
+            admin_subjects: pick_list(&self.admin_subjects, &below.admin_subjects),
+            admin_emails: pick_list(&self.admin_emails, &below.admin_emails),
+        }
+    }
+
+    /// Blank values and empty lists count as unset; values are trimmed.
+    pub fn normalized(self) -> OidcFields {
+        let text = |v: Option<String>| v.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let items = |v: Option<Vec<String>>| {
+            v.map(|items| {
+                items
+                    .into_iter()
+                    .map(|i| i.trim().to_owned())
+                    .filter(|i| !i.is_empty())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|items| !items.is_empty())
+        };
+        OidcFields {
+            issuer: text(self.issuer),
+            client_id: text(self.client_id),
+            // A secret is taken as typed, only an empty one is unset.
+            client_secret: self.client_secret.filter(|v| !v.is_empty()),
+            redirect_url: text(self.redirect_url),
+            scopes: items(self.scopes),
+            account_id_claim: text(self.account_id_claim),
+            admin_claim: text(self.admin_claim),
+            admin_subjects: items(self.admin_subjects),
+            admin_emails: items(self.admin_emails),
+        }
+    }
+}
+
+/// A comma-separated list (admin subjects and e-mails).
+pub fn list(text: &str) -> Vec<String> {
     text.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -85,17 +198,45 @@ fn list(text: &str) -> Vec<String> {
         .collect()
 }
 
-impl OidcConfig {
-    /// Reads the configuration from `lookup` (the environment, in production); the redirect
-    /// URL defaults to `default_redirect` (the server's public URL + `/auth/callback`).
-    /// `Ok(None)` when no issuer is configured: sign-in through OpenID Connect is off.
-    pub fn load(
-        lookup: impl Fn(&str) -> Option<String>,
-        default_redirect: Option<&str>,
-    ) -> Result<Option<OidcConfig>, ConfigError> {
+/// A space-separated list (scopes).
+pub fn words(text: &str) -> Vec<String> {
+    text.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Where a field's value comes from, highest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldOrigin {
+    /// A `TETHER_OIDC_*` variable: the Settings page cannot change it.
+    Environment,
+    /// The file named by `TETHER_OIDC_CONFIG`: the Settings page cannot change it.
+    File,
+    /// Saved on Settings › Security.
+    Page,
+    /// Not set anywhere: the default applies.
+    Default,
+}
+
+/// The settings this process was started with (the environment and the JSON file), which win
+/// over those saved on Settings › Security.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FixedLayers {
+    pub environment: OidcFields,
+    pub file: OidcFields,
+}
+
+/// The environment variable of a field.
+pub fn variable(field: &str) -> String {
+    format!("TETHER_OIDC_{}", field.to_ascii_uppercase())
+}
+
+impl FixedLayers {
+    /// Reads `TETHER_OIDC_*` and the JSON file `TETHER_OIDC_CONFIG` through `lookup` (the
+    /// environment, in production).
+    pub fn load(lookup: impl Fn(&str) -> Option<String>) -> Result<FixedLayers, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let file = match get("TETHER_OIDC_CONFIG") {
-            None => FileConfig::default(),
+        let file: OidcFields = match get("TETHER_OIDC_CONFIG") {
+            None => OidcFields::default(),
             Some(path) => {
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| error("TETHER_OIDC_CONFIG", format!("{path}: {e}")))?;
@@ -103,11 +244,70 @@ impl OidcConfig {
                     .map_err(|e| error("TETHER_OIDC_CONFIG", format!("{path}: {e}")))?
             }
         };
-        let Some(issuer) = get("TETHER_OIDC_ISSUER").or(file.issuer) else {
+        let environment = OidcFields {
+            issuer: get("TETHER_OIDC_ISSUER"),
+            client_id: get("TETHER_OIDC_CLIENT_ID"),
+            client_secret: get("TETHER_OIDC_CLIENT_SECRET"),
+            redirect_url: get("TETHER_OIDC_REDIRECT_URL"),
+            scopes: get("TETHER_OIDC_SCOPES").map(|v| words(&v)),
+            account_id_claim: get("TETHER_OIDC_ACCOUNT_ID_CLAIM"),
+            admin_claim: get("TETHER_OIDC_ADMIN_CLAIM"),
+            admin_subjects: get("TETHER_OIDC_ADMIN_SUBJECTS").map(|v| list(&v)),
+            admin_emails: get("TETHER_OIDC_ADMIN_EMAILS").map(|v| list(&v)),
+        };
+        Ok(FixedLayers {
+            environment: environment.normalized(),
+            file: file.normalized(),
+        })
+    }
+
+    /// Where `field` comes from when `page` holds what Settings › Security saved.
+    pub fn origin(&self, page: &OidcFields, field: &str) -> FieldOrigin {
+        if self.environment.sets(field) {
+            FieldOrigin::Environment
+        } else if self.file.sets(field) {
+            FieldOrigin::File
+        } else if page.sets(field) {
+            FieldOrigin::Page
+        } else {
+            FieldOrigin::Default
+        }
+    }
+
+    /// The configuration in effect: the environment over the file over `page`. `Ok(None)`
+    /// when no layer sets an issuer (sign-in through OpenID Connect is off).
+    pub fn resolve(
+        &self,
+        page: &OidcFields,
+        default_redirect: Option<&str>,
+    ) -> Result<Option<OidcConfig>, ConfigError> {
+        let merged = self.environment.over(&self.file.over(page));
+        OidcConfig::from_fields(merged, default_redirect)
+    }
+}
+
+impl OidcConfig {
+    /// Reads the configuration from `lookup` (the environment, in production); the redirect
+    /// URL defaults to `default_redirect` (the server's public URL + `/auth/callback`).
+    /// `Ok(None)` when no issuer is configured: sign-in through OpenID Connect is off.
+    #[cfg(test)]
+    pub fn load(
+        lookup: impl Fn(&str) -> Option<String>,
+        default_redirect: Option<&str>,
+    ) -> Result<Option<OidcConfig>, ConfigError> {
+        FixedLayers::load(lookup)?.resolve(&OidcFields::default(), default_redirect)
+    }
+
+    /// The configuration from merged fields, with defaults, checked.
+    pub fn from_fields(
+        fields: OidcFields,
+        default_redirect: Option<&str>,
+    ) -> Result<Option<OidcConfig>, ConfigError> {
+        let fields = fields.normalized();
+        let Some(issuer) = fields.issuer else {
             return Ok(None);
         };
-        let admin_claim = get("TETHER_OIDC_ADMIN_CLAIM").or(file.admin_claim);
-        let claim = match admin_claim {
+        let claim = match fields.admin_claim {
             None => None,
             Some(text) => match text.split_once('=') {
                 Some((name, value)) if !name.trim().is_empty() && !value.trim().is_empty() => {
@@ -122,11 +322,7 @@ impl OidcConfig {
             },
         };
         let mut emails = Vec::new();
-        for email in get("TETHER_OIDC_ADMIN_EMAILS")
-            .map(|v| list(&v))
-            .or(file.admin_emails)
-            .unwrap_or_default()
-        {
+        for email in fields.admin_emails.unwrap_or_default() {
             match tether_core::match_key(Some(&email)) {
                 tether_core::EmailKey::Valid(key) => emails.push(key),
                 _ => {
@@ -138,28 +334,20 @@ impl OidcConfig {
             }
         }
         let config = OidcConfig {
-            issuer: issuer.trim().to_owned(),
-            client_id: get("TETHER_OIDC_CLIENT_ID")
-                .or(file.client_id)
-                .unwrap_or_default(),
-            client_secret: get("TETHER_OIDC_CLIENT_SECRET").or(file.client_secret),
-            redirect_url: get("TETHER_OIDC_REDIRECT_URL")
-                .or(file.redirect_url)
+            issuer,
+            client_id: fields.client_id.unwrap_or_default(),
+            client_secret: fields.client_secret,
+            redirect_url: fields
+                .redirect_url
                 .or(default_redirect.map(str::to_owned))
                 .unwrap_or_default(),
-            scopes: get("TETHER_OIDC_SCOPES")
-                .map(|v| v.split_whitespace().map(str::to_owned).collect())
-                .or(file.scopes)
+            scopes: fields
+                .scopes
                 .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]),
-            account_id_claim: get("TETHER_OIDC_ACCOUNT_ID_CLAIM")
-                .or(file.account_id_claim)
-                .unwrap_or_else(|| "sub".to_owned()),
+            account_id_claim: fields.account_id_claim.unwrap_or_else(|| "sub".to_owned()),
             admin: AdminRule {
                 claim,
-                subjects: get("TETHER_OIDC_ADMIN_SUBJECTS")
-                    .map(|v| list(&v))
-                    .or(file.admin_subjects)
-                    .unwrap_or_default(),
+                subjects: fields.admin_subjects.unwrap_or_default(),
                 emails,
             },
         };
@@ -361,5 +549,84 @@ mod tests {
         let err = load(&[("TETHER_OIDC_CONFIG", &path_text)]).unwrap_err();
         assert_eq!(err.setting, "TETHER_OIDC_CONFIG");
         assert!(err.message.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn the_environment_wins_over_the_file_over_the_page_field_by_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oidc.json");
+        std::fs::write(
+            &path,
+            r#"{"client_id": "from-file", "scopes": ["openid", "email"]}"#,
+        )
+        .unwrap();
+        let path_text = path.display().to_string();
+        let map: HashMap<String, String> = [
+            ("TETHER_OIDC_CONFIG", path_text.as_str()),
+            ("TETHER_OIDC_ADMIN_SUBJECTS", "env-admin"),
+            ("TETHER_OIDC_REDIRECT_URL", "  "),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        let fixed = FixedLayers::load(|name| map.get(name).cloned()).unwrap();
+        let page = OidcFields {
+            issuer: Some("https://idp.example.com".into()),
+            client_id: Some("from-page".into()),
+            client_secret: Some("page-secret".into()),
+            admin_subjects: Some(vec!["page-admin".into()]),
+            account_id_claim: Some(" ".into()),
+            ..OidcFields::default()
+        }
+        .normalized();
+        let config = fixed
+            .resolve(&page, Some("https://t.example.com/auth/callback"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.issuer, "https://idp.example.com");
+        assert_eq!(config.client_id, "from-file");
+        assert_eq!(config.client_secret.as_deref(), Some("page-secret"));
+        assert_eq!(config.scopes, vec!["openid", "email"]);
+        assert_eq!(config.admin.subjects, vec!["env-admin"]);
+        // Blank values are unset: the defaults apply.
+        assert_eq!(config.redirect_url, "https://t.example.com/auth/callback");
+        assert_eq!(config.account_id_claim, "sub");
+        let origins: Vec<FieldOrigin> = FIELDS.iter().map(|f| fixed.origin(&page, f)).collect();
+        assert_eq!(
+            origins,
+            vec![
+                FieldOrigin::Page,        // issuer
+                FieldOrigin::File,        // client_id
+                FieldOrigin::Page,        // client_secret
+                FieldOrigin::Default,     // redirect_url
+                FieldOrigin::File,        // scopes
+                FieldOrigin::Default,     // account_id_claim
+                FieldOrigin::Default,     // admin_claim
+                FieldOrigin::Environment, // admin_subjects
+                FieldOrigin::Default,     // admin_emails
+            ]
+        );
+        // Without an issuer anywhere, sign-in is off whatever else is set.
+        let no_issuer = OidcFields {
+            issuer: None,
+            ..page.clone()
+        };
+        assert_eq!(fixed.resolve(&no_issuer, None), Ok(None));
+        // A bad page value is named by its field.
+        let bad = OidcFields {
+            admin_claim: Some("groups".into()),
+            ..page
+        };
+        let err = fixed.resolve(&bad, None).unwrap_err();
+        assert_eq!(err.field(), "admin_claim");
+        assert_eq!(
+            ConfigError {
+                setting: "TETHER_OIDC_CONFIG",
+                message: String::new()
+            }
+            .field(),
+            "config_file"
+        );
+        assert_eq!(variable("admin_emails"), "TETHER_OIDC_ADMIN_EMAILS");
     }
 }

@@ -257,6 +257,16 @@ impl Provider {
         })
     }
 
+    /// The configuration this provider was discovered for.
+    pub fn config(&self) -> &OidcConfig {
+        &self.config
+    }
+
+    /// How many signing keys the provider's JWKS holds now.
+    pub fn key_count(&self) -> usize {
+        self.keys.read().map(|k| k.jwks.keys().len()).unwrap_or(0)
+    }
+
     fn client(&self) -> Result<RpClient, OidcError> {
         let redirect = RedirectUrl::new(self.config.redirect_url.clone())
             .map_err(|e| OidcError::Provider(format!("redirect URL: {e}")))?;

@@ -66,6 +66,7 @@ impl From<AppError> for ApiError {
             AppError::Input(message) => {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", message)
             }
+            AppError::Field { field, message } => ApiError::invalid(&field, message),
             AppError::NotFound(message) => ApiError::not_found(message),
             AppError::Conflict(message) => ApiError::conflict(message),
             AppError::Store(err) => ApiError::from(err),

@@ -44,6 +44,8 @@ pub struct Inner {
     pub login_limiter: auth::LoginLimiter,
     /// Set when the server runs with `--demo` (the sign-in page says how to sign in).
     pub demo_hint: Option<String>,
+    /// The OpenID Connect relying party (its fixed settings and discovered provider).
+    pub oidc: oidc::OidcRuntime,
 }
 
 impl std::ops::Deref for AppState {
@@ -62,6 +64,7 @@ impl AppState {
             metrics: metrics::Metrics::default(),
             login_limiter: auth::LoginLimiter::new(),
             demo_hint,
+            oidc: oidc::OidcRuntime::default(),
         }))
     }
 }

@@ -9,8 +9,9 @@
 //! - `GET /me` — "My account": the signed-in profile's link status and recent sign-ins.
 //! - `POST /api/v1/sign-in/resolve` — the same decision for applications with their own SSO.
 //!
-//! The provider is configured by environment or a JSON file (`crate::oidc::config`); it is
-//! discovered on first use and kept. Handlers parse, call one application function, render.
+//! The provider is configured on Settings › Security, by environment or a JSON file
+//! (`crate::oidc::config`, `crate::app::oidc`); it is discovered on first use and again when
+//! the configuration changes. Handlers parse, call one application function, render.
 
 use super::auth::{self, AdminCaller, SignedIn};
 use super::error::ApiError;
@@ -20,13 +21,14 @@ use crate::app::signin::{
     local_path, OidcCallback, OidcOutcome, SignInRequest, OIDC_LOGIN_MINUTES,
 };
 use crate::clock;
+use crate::oidc::config::{ConfigError, FixedLayers};
 use crate::oidc::{OidcConfig, Provider};
 use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Form, Json, Router};
+use axum::{Form, Json, Router};
 use maud::{html, Markup};
 use serde::Deserialize;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -35,51 +37,62 @@ use tether_core::signin::SignInClaims;
 /// The cookie holding the handle of a sign-in in flight.
 const FLOW_COOKIE: &str = "tether_oidc";
 
-/// The relying party of this process: its configuration (from the environment, read on
-/// first use, when the server's public URL is known) and the provider, discovered on first use.
+/// The relying party of this process: the settings it was started with (environment and
+/// file, read once), and the provider discovered for the configuration in effect. The
+/// configuration is resolved again at every sign-in (one read of the saved Settings ›
+/// Security document), so a save on any replica takes effect on all of them; the provider is
+/// discovered again only when the configuration changed.
 #[derive(Default)]
 pub struct OidcRuntime {
-    config: OnceLock<Result<Option<OidcConfig>, String>>,
+    fixed: OnceLock<Result<FixedLayers, ConfigError>>,
     provider: RwLock<Option<Arc<Provider>>>,
 }
 
+/// Whether sign-in through the identity platform works, for Settings › Security.
+pub enum OidcStatus {
+    Off,
+    On { issuer: String, keys: usize },
+    Broken(String),
+}
+
 impl OidcRuntime {
-    fn config(&self, state: &AppState) -> &Result<Option<OidcConfig>, String> {
-        self.config.get_or_init(|| {
-            let default_redirect = format!("{}/auth/callback", state.public_url.trim_end_matches('/'));
-            let config = OidcConfig::load(|name| std::env::var(name).ok(), Some(&default_redirect))
-                .map_err(|e| e.to_string());
-            match &config {
-                Err(e) => tracing::error!(error = %e, "OpenID Connect sign-in is off: bad configuration"),
-                Ok(None) => tracing::info!("OpenID Connect sign-in is off: TETHER_OIDC_ISSUER is not set"),
-                Ok(Some(config)) => tracing::info!(issuer = %config.issuer, redirect_url = %config.redirect_url, "OpenID Connect sign-in is on"),
-            }
-            config
-        })
+    /// The environment and the `TETHER_OIDC_CONFIG` file, read on first use.
+    pub fn fixed(&self) -> Result<&FixedLayers, &ConfigError> {
+        self.fixed
+            .get_or_init(|| {
+                let fixed = FixedLayers::load(|name| std::env::var(name).ok());
+                if let Err(e) = &fixed {
+                    tracing::error!(error = %e, "OpenID Connect settings from the environment are unusable");
+                }
+                fixed
+            })
+            .as_ref()
     }
 
-    /// The discovered provider; `Err` is a page saying why sign-in is unavailable.
-    async fn provider(&self, state: &AppState) -> Result<Arc<Provider>, Response> {
+    /// This server's callback URL, the redirect URL's default.
+    pub fn default_redirect(state: &AppState) -> String {
+        format!("{}/auth/callback", state.public_url.trim_end_matches('/'))
+    }
+
+    /// The configuration in effect; `Err` says why sign-in is unavailable.
+    async fn config(&self, state: &AppState) -> Result<Option<OidcConfig>, String> {
+        let fixed = self.fixed().map_err(|e| e.to_string())?;
+        state
+            .app
+            .oidc_config(fixed, &Self::default_redirect(state))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The provider for `config`: the cached one if its configuration is the same, else a
+    /// fresh discovery (kept when it works).
+    async fn provider_for(&self, config: OidcConfig) -> Result<Arc<Provider>, String> {
         if let Some(provider) = self.provider.read().ok().and_then(|p| p.clone()) {
-            return Ok(provider);
+            if *provider.config() == config {
+                return Ok(provider);
+            }
         }
-        let config = match self.config(state) {
-            Ok(Some(config)) => config.clone(),
-            Ok(None) => {
-                return Err(failure_page(
-                    StatusCode::NOT_FOUND,
-                    "Sign-in through the identity platform is not configured on this server.",
-                    "An administrator sets TETHER_OIDC_ISSUER, TETHER_OIDC_CLIENT_ID, TETHER_OIDC_CLIENT_SECRET and TETHER_OIDC_REDIRECT_URL (see the README) and restarts tether.",
-                ))
-            }
-            Err(message) => {
-                return Err(failure_page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &format!("Sign-in is unavailable: {message}."),
-                    "An administrator corrects the OpenID Connect settings and restarts tether.",
-                ))
-            }
-        };
+        let issuer = config.issuer.clone();
         let discovered = match crate::oidc::provider::http_client() {
             Ok(http) => Provider::discover(config, http).await,
             Err(e) => Err(e),
@@ -90,15 +103,58 @@ impl OidcRuntime {
                 if let Ok(mut slot) = self.provider.write() {
                     *slot = Some(provider.clone());
                 }
+                tracing::info!(issuer = %issuer, "OpenID Connect provider discovered");
                 Ok(provider)
             }
             Err(e) => {
-                tracing::error!(error = %e, "OpenID Connect discovery failed");
-                Err(failure_page(
-                    StatusCode::BAD_GATEWAY,
-                    &format!("Sign-in is unavailable: {e}."),
-                    "Try again in a minute; if it persists, an administrator checks TETHER_OIDC_ISSUER and the provider.",
+                tracing::error!(issuer = %issuer, error = %e, "OpenID Connect discovery failed");
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// The discovered provider; `Err` is a page saying why sign-in is unavailable.
+    async fn provider(&self, state: &AppState) -> Result<Arc<Provider>, Response> {
+        let config = match self.config(state).await {
+            Ok(Some(config)) => config,
+            Ok(None) => {
+                return Err(failure_page(
+                    StatusCode::NOT_FOUND,
+                    "Sign-in through the identity platform is not configured on this server.",
+                    "An administrator sets the identity platform's issuer, client ID and client secret on Settings › Security (or through TETHER_OIDC_* variables, see the README).",
                 ))
+            }
+            Err(message) => {
+                return Err(failure_page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("Sign-in is unavailable: {message}."),
+                    "An administrator corrects the sign-in settings on Settings › Security.",
+                ))
+            }
+        };
+        self.provider_for(config).await.map_err(|e| {
+            failure_page(
+                StatusCode::BAD_GATEWAY,
+                &format!("Sign-in is unavailable: {e}."),
+                "Try again in a minute; if it persists, an administrator checks the issuer on Settings › Security and the provider.",
+            )
+        })
+    }
+
+    /// Whether sign-in works now: the configuration, and a discovery of its provider.
+    pub async fn status(&self, state: &AppState) -> OidcStatus {
+        match self.config(state).await {
+            Ok(None) => OidcStatus::Off,
+            Err(message) => OidcStatus::Broken(message),
+            Ok(Some(config)) => {
+                let issuer = config.issuer.clone();
+                match self.provider_for(config).await {
+                    Ok(provider) => OidcStatus::On {
+                        issuer,
+                        keys: provider.key_count(),
+                    },
+                    Err(e) => OidcStatus::Broken(format!("the provider at {issuer}: {e}")),
+                }
             }
         }
     }
@@ -111,7 +167,6 @@ pub fn routes() -> Router<AppState> {
         .route("/auth/logout", post(logout))
         .route("/me", get(my_account))
         .route("/api/v1/sign-in/resolve", post(resolve))
-        .layer(Extension(Arc::new(OidcRuntime::default())))
 }
 
 fn flow_cookie(state: &AppState, value: &str, max_age: i64) -> String {
@@ -135,12 +190,8 @@ struct LoginQuery {
 }
 
 /// `GET /auth/login`: sends the browser to the provider.
-async fn login(
-    State(state): State<AppState>,
-    Extension(runtime): Extension<Arc<OidcRuntime>>,
-    Query(query): Query<LoginQuery>,
-) -> Response {
-    let provider = match runtime.provider(&state).await {
+async fn login(State(state): State<AppState>, Query(query): Query<LoginQuery>) -> Response {
+    let provider = match state.oidc.provider(&state).await {
         Ok(provider) => provider,
         Err(page) => return page,
     };
@@ -181,12 +232,11 @@ struct CallbackQuery {
 /// `GET /auth/callback`: finishes the sign-in.
 async fn callback(
     State(state): State<AppState>,
-    Extension(runtime): Extension<Arc<OidcRuntime>>,
     headers: HeaderMap,
     Query(query): Query<CallbackQuery>,
 ) -> Response {
     let clear = (header::SET_COOKIE, flow_cookie(&state, "", 0));
-    let provider = match runtime.provider(&state).await {
+    let provider = match state.oidc.provider(&state).await {
         Ok(provider) => provider,
         Err(page) => return page,
     };

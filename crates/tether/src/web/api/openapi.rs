@@ -51,6 +51,8 @@ pub fn routes() -> Router<AppState> {
         sources::list_source_runs,
         settings::show_settings,
         settings::update_settings,
+        settings::show_oidc_settings,
+        settings::update_oidc_settings,
         audit::list_audit,
         audit::list_events,
         audit::dashboard,

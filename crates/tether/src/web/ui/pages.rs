@@ -4,10 +4,13 @@
 
 use super::layout::{csrf_field, notice, page, situation_badge, Nav};
 use crate::app::admin::Dashboard;
+use crate::app::oidc::SecretChange;
 use crate::app::{ReconcileOptions, ReconcileReport};
 use crate::clock;
 use crate::error::AppError;
+use crate::oidc::config::{list, variable, words, FieldOrigin, OidcFields};
 use crate::web::auth::{check_csrf, urlencode, AdminPage};
+use crate::web::oidc::{OidcRuntime, OidcStatus};
 use crate::web::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -29,6 +32,7 @@ pub fn routes() -> Router<AppState> {
         .route("/users/{id}/external-id", post(edit_external_id))
         .route("/users/{id}/exclude", post(exclude))
         .route("/settings/security", get(settings_page).post(save_settings))
+        .route("/settings/security/oidc", post(save_oidc_settings))
         .route("/sources", get(sources).post(add_source))
         .route("/sources/{name}", get(source_page).post(edit_source))
         .route("/sources/{name}/pull", post(pull))
@@ -586,9 +590,13 @@ async fn settings_page(
 ) -> Response {
     match state.app.settings().await {
         Ok(settings) => {
-            let message =
-                (query.done.as_deref() == Some("saved")).then_some(("ok", "Settings saved."));
-            settings_view(&session, &settings, message, StatusCode::OK)
+            let message = match query.done.as_deref() {
+                Some("saved") => Some(("ok", "Settings saved.")),
+                Some("oidc") => Some(("ok", "Sign-in settings saved.")),
+                _ => None,
+            };
+            let oidc = oidc_section(&state, &session, None).await;
+            settings_view(&session, &settings, message, StatusCode::OK, oidc)
         }
         Err(e) => error_page(&session, e),
     }
@@ -609,6 +617,7 @@ fn settings_view(
     s: &Settings,
     message: Option<(&str, &str)>,
     status: StatusCode,
+    oidc: Markup,
 ) -> Response {
     let body = html! {
         @if let Some((kind, text)) = message { (notice(kind, text)) }
@@ -623,7 +632,7 @@ fn settings_view(
                 p { button type="submit" { "Save" } }
             }
         }
-        p.muted { "Single sign-on (OpenID Connect) is configured by environment or config file: see the README." }
+        (oidc)
     };
     (
         status,
@@ -693,11 +702,224 @@ async fn save_settings(
         Ok(_) => Redirect::to("/settings/security?done=saved").into_response(),
         Err(e @ AppError::Input(_)) => {
             let current = state.app.settings().await.unwrap_or_default();
+            let oidc = oidc_section(&state, &session, None).await;
             settings_view(
                 &session,
                 &current,
                 Some(("error", &e.to_string())),
                 StatusCode::BAD_REQUEST,
+                oidc,
+            )
+        }
+        Err(e) => error_page(&session, e),
+    }
+}
+
+/// Settings › Security, single sign-on: the OpenID Connect settings, where each comes from,
+/// and whether sign-in works now (a discovery of the provider). `submitted` refills the form
+/// after a refused save.
+async fn oidc_section(
+    state: &AppState,
+    session: &Session,
+    submitted: Option<&OidcFields>,
+) -> Markup {
+    let runtime = &state.oidc;
+    let default_redirect = OidcRuntime::default_redirect(state);
+    let fixed = match runtime.fixed() {
+        Ok(fixed) => fixed.clone(),
+        Err(e) => {
+            return html! {
+                section.card #oidc {
+                    h2 { "Single sign-on (OpenID Connect)" }
+                    (notice("error", &format!("The sign-in settings of the environment are unusable: {e}. Correct them and restart tether.")))
+                }
+            }
+        }
+    };
+    let view = match state.app.oidc_settings(&fixed, &default_redirect).await {
+        Ok(view) => view,
+        Err(e) => {
+            return html! {
+                section.card #oidc {
+                    h2 { "Single sign-on (OpenID Connect)" }
+                    (notice("error", &e.to_string()))
+                }
+            }
+        }
+    };
+    let status = runtime.status(state).await;
+    let values = submitted.unwrap_or(&view.page);
+    let origin = |field: &str| {
+        view.origins
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, o)| *o)
+            .unwrap_or(FieldOrigin::Default)
+    };
+    let fixed_hint = |field: &str| -> Option<String> {
+        match origin(field) {
+            FieldOrigin::Environment => Some(format!(
+                "Set by {} in the server's environment; change it there.",
+                variable(field)
+            )),
+            FieldOrigin::File => {
+                Some("Set by the TETHER_OIDC_CONFIG file; change it there.".to_owned())
+            }
+            _ => None,
+        }
+    };
+    let text = |fields: &OidcFields, field: &str| -> String {
+        match field {
+            "issuer" => fields.issuer.clone(),
+            "client_id" => fields.client_id.clone(),
+            "redirect_url" => fields.redirect_url.clone(),
+            "scopes" => fields.scopes.as_ref().map(|v| v.join(" ")),
+            "account_id_claim" => fields.account_id_claim.clone(),
+            "admin_claim" => fields.admin_claim.clone(),
+            "admin_subjects" => fields.admin_subjects.as_ref().map(|v| v.join(", ")),
+            "admin_emails" => fields.admin_emails.as_ref().map(|v| v.join(", ")),
+            _ => None,
+        }
+        .unwrap_or_default()
+    };
+    let input = |field: &str, label: &str, hint: &str, placeholder: &str| -> Markup {
+        let fixed = fixed_hint(field);
+        let value = if fixed.is_some() {
+            text(&view.effective, field)
+        } else {
+            text(values, field)
+        };
+        html! {
+            label for=(field) { (label) br; span.hint { (hint) @if let Some(f) = &fixed { " " strong { (f) } } } }
+            @if fixed.is_some() {
+                input id=(field) type="text" value=(value) disabled;
+            } @else {
+                input id=(field) name=(field) type="text" value=(value) placeholder=(placeholder) autocomplete="off";
+            }
+        }
+    };
+    let secret_fixed = fixed_hint("client_secret");
+    html! {
+        section.card #oidc {
+            h2 { "Single sign-on (OpenID Connect)" }
+            p #oidc-status {
+                @match &status {
+                    OidcStatus::Off => { "Sign-in is off: no issuer is configured." }
+                    OidcStatus::On { issuer, keys } => {
+                        "Sign-in is on: the provider at " code { (issuer) } " answered its discovery with "
+                        (keys) " signing " (if *keys == 1 { "key" } else { "keys" }) ". "
+                        "Users sign in at " a href="/auth/login" { "/auth/login" } "."
+                    }
+                    OidcStatus::Broken(message) => {
+                        span.bad { "Sign-in is unavailable: " (message) }
+                    }
+                }
+            }
+            p.hint {
+                "Register tether at the identity platform as a web application (authorization code flow) with the redirect URL "
+                code { (view.effective.redirect_url.clone().unwrap_or_else(|| default_redirect.clone())) }
+                ". Settings from TETHER_OIDC_* variables or the TETHER_OIDC_CONFIG file win over this page."
+            }
+            form.stack #oidc-settings method="post" action="/settings/security/oidc" {
+                (csrf_field(session))
+                (input("issuer", "Issuer URL", "The identity platform's issuer, e.g. https://idp.example.com (its discovery document is at /.well-known/openid-configuration).", "https://idp.example.com"))
+                (input("client_id", "Client ID", "The client ID the identity platform issued to tether.", ""))
+                label for="client_secret" {
+                    "Client secret" br;
+                    span.hint {
+                        @if let Some(f) = &secret_fixed { strong { (f) } }
+                        @else if view.page_secret_set { "A secret is saved (never shown). Leave blank to keep it." }
+                        @else { "Not set. Saved sealed with the server's key; never shown again." }
+                    }
+                }
+                @if secret_fixed.is_some() {
+                    input #client_secret type="password" value="" disabled;
+                } @else {
+                    input #client_secret name="client_secret" type="password" value="" autocomplete="new-password";
+                    @if view.page_secret_set {
+                        label.inline { input type="checkbox" name="remove_client_secret" value="yes"; " Remove the saved secret" }
+                    }
+                }
+                (input("redirect_url", "Redirect URL", "Where the identity platform sends the browser back; blank for this server's own.", &default_redirect))
+                (input("scopes", "Scopes", "Space-separated; must include openid.", "openid email profile"))
+                (input("account_id_claim", "Account ID claim", "The ID token claim whose value is written into External ID.", "sub"))
+                (input("admin_claim", "Admin claim", "NAME=VALUE: users whose claim is or contains the value reach the admin UI, e.g. groups=tether-admins.", "groups=tether-admins"))
+                (input("admin_subjects", "Admin account IDs", "Comma-separated account IDs that reach the admin UI.", ""))
+                (input("admin_emails", "Admin e-mails", "Comma-separated; only a verified e-mail counts.", ""))
+                p { button type="submit" { "Save sign-in settings" } }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct OidcForm {
+    #[serde(default)]
+    csrf: String,
+    issuer: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    remove_client_secret: Option<String>,
+    redirect_url: Option<String>,
+    scopes: Option<String>,
+    account_id_claim: Option<String>,
+    admin_claim: Option<String>,
+    admin_subjects: Option<String>,
+    admin_emails: Option<String>,
+}
+
+async fn save_oidc_settings(
+    State(state): State<AppState>,
+    AdminPage(session): AdminPage,
+    Form(form): Form<OidcForm>,
+) -> Response {
+    if check_csrf(&session, &form.csrf).is_err() {
+        return csrf_refused(&session);
+    }
+    let fields = OidcFields {
+        issuer: form.issuer,
+        client_id: form.client_id,
+        client_secret: None,
+        redirect_url: form.redirect_url,
+        scopes: form.scopes.map(|v| words(&v)),
+        account_id_claim: form.account_id_claim,
+        admin_claim: form.admin_claim,
+        admin_subjects: form.admin_subjects.map(|v| list(&v)),
+        admin_emails: form.admin_emails.map(|v| list(&v)),
+    };
+    let secret = match (form.remove_client_secret.as_deref(), form.client_secret) {
+        (Some("yes"), _) => SecretChange::Remove,
+        (_, Some(secret)) if !secret.is_empty() => SecretChange::Set(secret),
+        _ => SecretChange::Keep,
+    };
+    let result = match state.oidc.fixed() {
+        Ok(fixed) => {
+            state
+                .app
+                .save_oidc_settings(
+                    fixed,
+                    &OidcRuntime::default_redirect(&state),
+                    fields.clone(),
+                    secret,
+                    &session.principal,
+                    clock::now(),
+                )
+                .await
+        }
+        Err(e) => Err(AppError::Input(e.to_string())),
+    };
+    match result {
+        Ok(()) => Redirect::to("/settings/security?done=oidc").into_response(),
+        Err(e @ (AppError::Input(_) | AppError::Field { .. } | AppError::Conflict(_))) => {
+            let current = state.app.settings().await.unwrap_or_default();
+            let oidc = oidc_section(&state, &session, Some(&fields)).await;
+            let message = format!("The sign-in settings were not saved: {e}");
+            settings_view(
+                &session,
+                &current,
+                Some(("error", &message)),
+                StatusCode::BAD_REQUEST,
+                oidc,
             )
         }
         Err(e) => error_page(&session, e),

@@ -1,0 +1,286 @@
+//! The OpenID Connect settings saved on Settings › Security: one JSON document in the
+//! settings table (key `oidc`), the client secret sealed with the server's key beside the
+//! other fields. The environment and the `TETHER_OIDC_CONFIG` file win over it, field by
+//! field ([`crate::oidc::config::FixedLayers`]); every replica reads the document when a
+//! sign-in starts, so a save takes effect everywhere at once.
+
+use super::*;
+use crate::oidc::config::{FieldOrigin, FixedLayers, OidcFields, FIELDS};
+use crate::oidc::OidcConfig;
+use serde::Deserialize;
+use tether_store::admin::{AdminStore, NewEvent};
+
+/// The settings key of the document.
+const KEY: &str = "oidc";
+
+/// The stored document.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Document {
+    /// Every field but the secret.
+    settings: OidcFields,
+    /// Hex of the sealed client secret.
+    sealed_client_secret: Option<String>,
+}
+
+/// What a save does with the stored client secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretChange {
+    Keep,
+    Set(String),
+    Remove,
+}
+
+/// The sign-in settings as the Settings page and the API show them.
+#[derive(Debug)]
+pub struct OidcSettings {
+    /// What Settings › Security saved (no secret).
+    pub page: OidcFields,
+    /// Whether a client secret is saved on the page.
+    pub page_secret_set: bool,
+    /// Where each field of [`FIELDS`] comes from.
+    pub origins: Vec<(&'static str, FieldOrigin)>,
+    /// The fields in effect (environment, file, page), secret removed.
+    pub effective: OidcFields,
+    /// Whether any layer sets a client secret.
+    pub secret_set: bool,
+    /// The configuration in effect, or why there is none that works.
+    pub config: Result<Option<OidcConfig>, AppError>,
+}
+
+fn config_error(e: crate::oidc::config::ConfigError) -> AppError {
+    AppError::Field {
+        field: e.field(),
+        message: e.message,
+    }
+}
+
+impl App {
+    /// The stored document as read (to save against) and its fields with the secret opened.
+    async fn oidc_document(&self) -> AppResult<(Option<String>, OidcFields)> {
+        let raw = self.store.find_setting_document(KEY).await?;
+        let Some(text) = &raw else {
+            return Ok((None, OidcFields::default()));
+        };
+        let document: Document = serde_json::from_str(text).map_err(|e| {
+            AppError::Io(format!("the stored sign-in settings cannot be read: {e}"))
+        })?;
+        let mut fields = document.settings;
+        fields.client_secret = match document.sealed_client_secret {
+            None => None,
+            Some(sealed) => {
+                let key = self.secret_key.as_ref().ok_or_else(|| AppError::Field {
+                    field: "client_secret".to_owned(),
+                    message: "a client secret is saved but this server has no secret key to \
+                              open it: set TETHER_SECRET_KEY (the key it was saved with)"
+                        .to_owned(),
+                })?;
+                let bytes = hex::decode(&sealed)
+                    .map_err(|_| AppError::Io("the stored client secret is not hex".to_owned()))?;
+                Some(key.open(&bytes).map_err(|e| AppError::Field {
+                    field: "client_secret".to_owned(),
+                    message: e.to_string(),
+                })?)
+            }
+        };
+        Ok((raw, fields))
+    }
+
+    /// The configuration in effect: `fixed` (environment and file) over the saved page.
+    /// `Ok(None)`: sign-in through OpenID Connect is off.
+    pub async fn oidc_config(
+        &self,
+        fixed: &FixedLayers,
+        default_redirect: &str,
+    ) -> AppResult<Option<OidcConfig>> {
+        let (_, page) = self.oidc_document().await?;
+        fixed
+            .resolve(&page, Some(default_redirect))
+            .map_err(config_error)
+    }
+
+    /// The sign-in settings for Settings › Security and `GET /api/v1/settings/oidc`.
+    pub async fn oidc_settings(
+        &self,
+        fixed: &FixedLayers,
+        default_redirect: &str,
+    ) -> AppResult<OidcSettings> {
+        let raw = self.store.find_setting_document(KEY).await?;
+        let document: Document = match &raw {
+            None => Document::default(),
+            Some(text) => serde_json::from_str(text).map_err(|e| {
+                AppError::Io(format!("the stored sign-in settings cannot be read: {e}"))
+            })?,
+        };
+        let page_secret_set = document.sealed_client_secret.is_some();
+        let mut page = document.settings;
+        page.client_secret = None;
+        // The origins as if the page's secret were present (it is, sealed).
+        let mut page_marked = page.clone();
+        if page_secret_set {
+            page_marked.client_secret = Some(String::new());
+        }
+        let origins = FIELDS
+            .iter()
+            .map(|field| (*field, fixed.origin(&page_marked, field)))
+            .collect::<Vec<_>>();
+        let mut effective = fixed.environment.over(&fixed.file.over(&page));
+        let secret_set = effective.client_secret.is_some() || page_secret_set;
+        effective.client_secret = None;
+        let config = match self.oidc_document().await {
+            Ok((_, opened)) => fixed
+                .resolve(&opened, Some(default_redirect))
+                .map_err(config_error),
+            Err(e) => Err(e),
+        };
+        Ok(OidcSettings {
+            page,
+            page_secret_set,
+            origins,
+            effective,
+            secret_set,
+            config,
+        })
+    }
+
+    /// Saves the sign-in settings of Settings › Security. Refused, with the field named and
+    /// nothing written, when the result would not work (with the environment and the file
+    /// over it), when it sets a field the environment or the file fixes, or when another
+    /// administrator saved in between. Recorded in the event log without the secret.
+    pub async fn save_oidc_settings(
+        &self,
+        fixed: &FixedLayers,
+        default_redirect: &str,
+        fields: OidcFields,
+        secret: SecretChange,
+        actor: &str,
+        at: Timestamp,
+    ) -> AppResult<()> {
+        let mut fields = fields.normalized();
+        fields.client_secret = None;
+        let (raw, current) = self.oidc_document().await?;
+        let stored: Document = match &raw {
+            None => Document::default(),
+            Some(text) => serde_json::from_str(text).map_err(|e| {
+                AppError::Io(format!("the stored sign-in settings cannot be read: {e}"))
+            })?,
+        };
+        for field in FIELDS {
+            if field == "client_secret" {
+                continue;
+            }
+            let origin = fixed.origin(&OidcFields::default(), field);
+            if fields.sets(field) && origin != FieldOrigin::Default {
+                return Err(AppError::Field {
+                    field: field.to_owned(),
+                    message: format!(
+                        "is set by {}: change it there, or leave it blank here",
+                        match origin {
+                            FieldOrigin::Environment => crate::oidc::config::variable(field),
+                            _ => "the TETHER_OIDC_CONFIG file".to_owned(),
+                        }
+                    ),
+                });
+            }
+        }
+        let (plain_secret, sealed) = match &secret {
+            SecretChange::Keep => (current.client_secret.clone(), stored.sealed_client_secret),
+            SecretChange::Remove => (None, None),
+            SecretChange::Set(value) if value.trim().is_empty() => {
+                return Err(AppError::Field {
+                    field: "client_secret".to_owned(),
+                    message: "is blank: leave the field empty to keep the saved secret".to_owned(),
+                })
+            }
+            SecretChange::Set(value) => {
+                if fixed.origin(&OidcFields::default(), "client_secret") != FieldOrigin::Default {
+                    return Err(AppError::Field {
+                        field: "client_secret".to_owned(),
+                        message: "is set by TETHER_OIDC_CLIENT_SECRET or the TETHER_OIDC_CONFIG \
+                                  file: change it there"
+                            .to_owned(),
+                    });
+                }
+                let key = self.secret_key.as_ref().ok_or_else(|| AppError::Field {
+                    field: "client_secret".to_owned(),
+                    message: "this server has no secret key to seal it with: set \
+                              TETHER_SECRET_KEY (64 hex digits, the same on every replica)"
+                        .to_owned(),
+                })?;
+                (Some(value.clone()), Some(hex::encode(key.seal(value)?)))
+            }
+        };
+        // The result must work, with the environment and the file over it.
+        let mut candidate = fields.clone();
+        candidate.client_secret = plain_secret;
+        fixed
+            .resolve(&candidate, Some(default_redirect))
+            .map_err(config_error)?;
+
+        let mut changed: Vec<String> = Vec::new();
+        let show = |fields: &OidcFields, field: &str| -> String {
+            let value = serde_json::to_value(fields).unwrap_or_default();
+            match value.get(field) {
+                Some(serde_json::Value::Null) | None => "(blank)".to_owned(),
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(serde_json::Value::Array(items)) => items
+                    .iter()
+                    .filter_map(|i| i.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                Some(other) => other.to_string(),
+            }
+        };
+        for field in FIELDS {
+            if field == "client_secret" {
+                continue;
+            }
+            let (old, new) = (show(&stored.settings, field), show(&fields, field));
+            if old != new {
+                changed.push(format!("{field}={new}"));
+            }
+        }
+        match secret {
+            SecretChange::Keep => {}
+            SecretChange::Remove if current.client_secret.is_some() => {
+                changed.push("client_secret removed".to_owned())
+            }
+            SecretChange::Remove => {}
+            SecretChange::Set(_) => changed.push("client_secret set".to_owned()),
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let document = Document {
+            settings: fields,
+            sealed_client_secret: sealed,
+        };
+        let text = serde_json::to_string(&document)
+            .map_err(|e| AppError::Io(format!("sign-in settings: {e}")))?;
+        let detail = changed.join(", ");
+        let written = self
+            .store
+            .put_setting_document(
+                KEY,
+                raw.as_deref(),
+                &text,
+                &NewEvent {
+                    at,
+                    actor,
+                    kind: "settings_changed",
+                    subject: "oidc",
+                    detail: &detail,
+                },
+            )
+            .await?;
+        if !written {
+            return Err(AppError::Conflict(
+                "another administrator saved the sign-in settings meanwhile: nothing was \
+                 written; reload the page and try again"
+                    .to_owned(),
+            ));
+        }
+        tracing::info!(actor, changed = %detail, "sign-in settings saved");
+        Ok(())
+    }
+}
