@@ -17,11 +17,14 @@
 //! `TETHER_UPDATE_SCREENSHOTS=1` they are also copied to `docs/screenshots/` for the README.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Read};
+#[path = "common/peers.rs"]
+mod peers;
+
+use peers::{Output, Provider};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::thread;
 use std::time::Duration;
 
@@ -80,36 +83,6 @@ fn target_dir() -> PathBuf {
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_else(|| workspace().join("target"))
-}
-
-/// Everything a child process writes on a pipe, collected by a thread.
-#[derive(Clone, Default)]
-struct Output(Arc<Mutex<String>>);
-
-impl Output {
-    fn push(&self, line: &str) {
-        let mut text = self.0.lock().unwrap();
-        text.push_str(line);
-        text.push('\n');
-    }
-    fn text(&self) -> String {
-        self.0.lock().unwrap().clone()
-    }
-    /// Collects `pipe` line by line; `each` sees every line too.
-    fn collect(
-        &self,
-        pipe: impl Read + Send + 'static,
-        each: impl Fn(&str) + Send + 'static,
-    ) -> thread::JoinHandle<()> {
-        let out = self.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                each(&line);
-                out.push(&line);
-            }
-        })
-    }
 }
 
 /// `tether serve --demo`, killed when dropped.
@@ -204,66 +177,6 @@ fn is_png(path: &Path) -> bool {
     std::fs::read(path)
         .map(|bytes| bytes.len() > 1000 && bytes.starts_with(b"\x89PNG\r\n\x1a\n"))
         .unwrap_or(false)
-}
-
-/// oidc-provider-mock (from `$TETHER_PEERS_BIN`) on a free port, as
-/// `app(require_nonce=True)`; killed (by its id) when dropped.
-struct Provider {
-    child: Child,
-    /// Its base URL, which is its issuer.
-    url: String,
-    log: Output,
-}
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_provider() -> Provider {
-    let bin = peer_env("TETHER_PEERS_BIN");
-    let script = r#"
-import sys, threading, werkzeug.serving
-from oidc_provider_mock import app
-server = werkzeug.serving.make_server("127.0.0.1", 0, app(require_nonce=True), threaded=True)
-threading.Thread(target=server.serve_forever, daemon=True).start()
-print(f"listening http://127.0.0.1:{server.server_port}", flush=True)
-sys.stdin.read()
-"#;
-    let mut child = Command::new(format!("{bin}/python"))
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin}/python (oidc-provider-mock): {e}"));
-    let log = Output::default();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let ready_tx = Mutex::new(ready_tx);
-    let _ = log.collect(child.stdout.take().unwrap(), move |line| {
-        if let Some(url) = line.strip_prefix("listening ") {
-            let _ = ready_tx.lock().unwrap().send(url.trim().to_owned());
-        }
-    });
-    let _ = log.collect(child.stderr.take().unwrap(), |_| {});
-    let mut provider = Provider {
-        child,
-        url: String::new(),
-        log,
-    };
-    match ready_rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(url) => {
-            provider.url = url;
-            provider
-        }
-        Err(_) => panic!(
-            "oidc-provider-mock did not listen within 60 s (exit status: {:?}); its output:\n{}",
-            provider.child.try_wait().ok().flatten(),
-            provider.log.text()
-        ),
-    }
 }
 
 /// Empties `dir` of this flow's files (PNGs, not the other flow's subdirectory).
@@ -378,7 +291,7 @@ fn sign_in_flow_in_chromium() {
     let shots = target_dir().join("screenshots").join("signin");
     fresh_screenshots(&shots);
 
-    let provider = start_provider();
+    let provider = Provider::start();
     let server = start_server();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run_flow(

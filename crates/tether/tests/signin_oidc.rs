@@ -12,6 +12,10 @@
 //! signed there: the mock only ever signs correctly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "common/peers.rs"]
+mod peers;
+
+use peers::Provider;
 use reqwest::header::{LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
 use std::io::{BufRead, BufReader, Write};
@@ -49,36 +53,6 @@ fn first_line_with(stream: impl std::io::Read + Send + 'static, marker: &'static
     receiver
         .recv_timeout(Duration::from_secs(60))
         .unwrap_or_else(|_| panic!("no line with '{marker}' within 60 s"))
-}
-
-/// The OpenID provider on a free port; its base URL is its issuer.
-fn start_provider() -> (Peer, String) {
-    let bin = std::env::var("TETHER_PEERS_BIN").unwrap_or_else(|_| {
-        panic!(
-            "TETHER_PEERS_BIN is not set, so the OpenID Connect tests cannot start their provider: \
-             run scripts/peers/install and eval its last line, or run scripts/test"
-        )
-    });
-    let script = r#"
-import sys, threading, werkzeug.serving
-from oidc_provider_mock import app
-server = werkzeug.serving.make_server("127.0.0.1", 0, app(require_nonce=True), threaded=True)
-threading.Thread(target=server.serve_forever, daemon=True).start()
-print(f"listening http://127.0.0.1:{server.server_port}", flush=True)
-sys.stdin.read()
-"#;
-    let mut child = Command::new(format!("{bin}/python"))
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {bin}/python: {e}"));
-    let stdout = child.stdout.take().unwrap();
-    let peer = Peer(child);
-    let line = first_line_with(stdout, "listening ");
-    let base = line.trim_start_matches("listening ").trim().to_owned();
-    (peer, base)
 }
 
 fn tether_cli(db: &str, args: &[&str], stdin: Option<&str>) -> String {
@@ -326,6 +300,35 @@ fn database(postgres: bool, dir: &std::path::Path, name: &str) -> String {
     format!("{base}/{database}")
 }
 
+/// What every scenario starts from: the OpenID provider, running (its `url` is its issuer),
+/// and a fresh database (`name` on PostgreSQL, see [`database`]; a SQLite file in the
+/// directory returned) with `USERS` imported and Auto-populate on: its URL, an admin API
+/// token and the store.
+async fn fixture(
+    postgres: bool,
+    name: &str,
+) -> (Provider, tempfile::TempDir, String, String, AnyStore) {
+    let provider = Provider::start();
+    let dir = tempfile::tempdir().unwrap();
+    let db = database(postgres, dir.path(), name);
+    let users_file = dir.path().join("users.csv");
+    std::fs::write(&users_file, USERS).unwrap();
+    tether_cli(
+        &db,
+        &["import", "users", users_file.to_str().unwrap()],
+        None,
+    );
+    let token_output = tether_cli(
+        &db,
+        &["token", "create", "--name", "e2e", "--scope", "admin"],
+        None,
+    );
+    let token = token_output.lines().last().unwrap().trim().to_owned();
+    let store = AnyStore::open(&db).await.unwrap();
+    set_auto_populate(&store, true).await;
+    (provider, dir, db, token, store)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_sign_in_links_then_matches_and_refusals_link_nothing() {
     scenario(false).await;
@@ -337,24 +340,8 @@ async fn postgres_sign_in_links_then_matches_and_refusals_link_nothing() {
 }
 
 async fn scenario(postgres: bool) {
-    let (_provider_process, provider) = start_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let db = database(postgres, dir.path(), "signin_oidc");
-    let users_file = dir.path().join("users.csv");
-    std::fs::write(&users_file, USERS).unwrap();
-    tether_cli(
-        &db,
-        &["import", "users", users_file.to_str().unwrap()],
-        None,
-    );
-    let token_output = tether_cli(
-        &db,
-        &["token", "create", "--name", "portal", "--scope", "admin"],
-        None,
-    );
-    let token = token_output.lines().last().unwrap().trim().to_owned();
-    let store = AnyStore::open(&db).await.unwrap();
-    set_auto_populate(&store, true).await;
+    let (provider_process, _dir, db, token, store) = fixture(postgres, "signin_oidc").await;
+    let provider = provider_process.url.clone();
     let (_tether_process, tether) = start_tether(&db, &provider);
 
     // 1. First sign-in: the profile's e-mail differs in case; linked by e-mail (origin login).
@@ -712,24 +699,8 @@ async fn authorize_url(tether: &str) -> (StatusCode, String) {
 /// refused with the field named and nothing saved; the secret is never shown.
 async fn configured_on_the_page(postgres: bool) {
     const SECRET: &str = "page-secret-9f3c1e";
-    let (_provider_process, provider) = start_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let db = database(postgres, dir.path(), "signin_page");
-    let users_file = dir.path().join("users.csv");
-    std::fs::write(&users_file, USERS).unwrap();
-    tether_cli(
-        &db,
-        &["import", "users", users_file.to_str().unwrap()],
-        None,
-    );
-    let token_output = tether_cli(
-        &db,
-        &["token", "create", "--name", "ops", "--scope", "admin"],
-        None,
-    );
-    let token = token_output.lines().last().unwrap().trim().to_owned();
-    let store = AnyStore::open(&db).await.unwrap();
-    set_auto_populate(&store, true).await;
+    let (provider_process, _dir, db, token, store) = fixture(postgres, "signin_page").await;
+    let provider = provider_process.url.clone();
     // PostgreSQL has no key file beside the database: the sealing key comes from the
     // environment, as on every replica. SQLite keeps one beside its file.
     let key = "11".repeat(32);

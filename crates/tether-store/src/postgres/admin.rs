@@ -184,7 +184,10 @@ impl AdminStore for PgStore {
     async fn get_settings(&self) -> Result<Settings> {
         self.admin_call(async {
             let client = self.client().await?;
-            let rows = client.query("SELECT key, value FROM settings", &[]).await?;
+            let statement = client
+                .prepare_cached("SELECT key, value FROM settings")
+                .await?;
+            let rows = client.query(&statement, &[]).await?;
             let rows = rows
                 .iter()
                 .map(|r| Ok((r.try_get::<_, String>(0)?, r.try_get::<_, String>(1)?)))

@@ -120,14 +120,37 @@ async fn link_in(tx: &mut Transaction<'_>, link: &SignInLink<'_>) -> Result<Chan
     classify_link(row.as_ref(), link.value)
 }
 
-/// Appends a trail entry, and for a refusal about a profile an audit entry on it, inside `tx`.
-async fn event_in(tx: &Transaction<'_>, event: &NewSignInEvent) -> Result<i64> {
+/// The trail entry and, for a refusal about a profile, an audit entry on it (`$14`: whether,
+/// `$15`: its reason), in one statement (data-modifying CTEs always run to completion).
+const INSERT_SIGN_IN_EVENT: &str = "
+WITH event AS (
+    INSERT INTO sign_in_events (at, actor, issuer, account_id, email, email_verified,
+        situation, signed_in, linked_now, user_pk, related, explanation, fix)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING pk
+), refusal AS (
+    INSERT INTO audit (at, actor, origin, user_pk, old_value, new_value, reason, run_pk)
+    SELECT $1, $2, 'login', u.pk, u.external_id, u.external_id, $15, NULL
+    FROM users u WHERE $14 AND u.pk = $10
+)
+SELECT pk FROM event";
+
+/// Appends a trail entry, and for a refusal about a profile an audit entry on it, through
+/// `client` (a transaction, or a connection: the statement is atomic on its own).
+async fn event_in<C: deadpool_postgres::GenericClient>(
+    client: &C,
+    event: &NewSignInEvent,
+) -> Result<i64> {
     let related = encode_pks(&event.related);
-    let row = tx
+    let audit_refusal = !event.signed_in && event.user_pk.is_some();
+    let reason = if audit_refusal {
+        refusal_reason(event)
+    } else {
+        String::new()
+    };
+    let statement = client.prepare_cached(INSERT_SIGN_IN_EVENT).await?;
+    let row = client
         .query_one(
-            "INSERT INTO sign_in_events (at, actor, issuer, account_id, email, email_verified,
-                situation, signed_in, linked_now, user_pk, related, explanation, fix)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING pk",
+            &statement,
             &[
                 &event.at,
                 &event.actor,
@@ -142,21 +165,35 @@ async fn event_in(tx: &Transaction<'_>, event: &NewSignInEvent) -> Result<i64> {
                 &related,
                 &event.explanation,
                 &event.fix,
+                &audit_refusal,
+                &reason,
             ],
         )
         .await?;
-    let pk: i64 = row.try_get(0)?;
-    if let (false, Some(user_pk)) = (event.signed_in, event.user_pk) {
-        let reason = refusal_reason(event);
-        tx.execute(
-            "INSERT INTO audit (at, actor, origin, user_pk, old_value, new_value, reason, run_pk)
-             SELECT $1, $2, 'login', u.pk, u.external_id, u.external_id, $3, NULL
-             FROM users u WHERE u.pk = $4",
-            &[&event.at, &event.actor, &reason, &user_pk],
-        )
-        .await?;
-    }
-    Ok(pk)
+    Ok(row.try_get(0)?)
+}
+
+/// A sign-in that links, in one statement: the guarded `UPDATE`, its audit entry and the
+/// trail entry (with `linked_now`), all or nothing. No row back: the guard refused and
+/// nothing was written.
+const LINK_AND_RECORD: &str = "
+WITH updated AS (
+    UPDATE users SET external_id = $1, external_id_origin = 'login', external_id_set_at = $2
+    WHERE pk = $3 AND external_id IS NULL AND NOT excluded RETURNING pk
+), audited AS (
+    INSERT INTO audit (at, actor, origin, user_pk, old_value, new_value, reason, run_pk)
+    SELECT $2, $4, 'login', pk, NULL, $1, $5, NULL FROM updated RETURNING user_pk
+)
+INSERT INTO sign_in_events (at, actor, issuer, account_id, email, email_verified,
+    situation, signed_in, linked_now, user_pk, related, explanation, fix)
+SELECT $6, $7, $8, $9, $10, $11, $12, $13, true, $14, $15, $16, $17 FROM audited
+RETURNING pk";
+
+/// Whether `err` is the unique constraint on External ID.
+fn external_id_taken(err: &StoreError) -> bool {
+    matches!(err, StoreError::Postgres(pg) if pg.as_db_error().is_some_and(|db| {
+        *db.code() == SqlState::UNIQUE_VIOLATION && db.constraint() == Some("users_external_id")
+    }))
 }
 
 impl PgStore {
@@ -168,7 +205,74 @@ impl PgStore {
         Ok(result)
     }
 
+    /// Records a sign-in in one statement when it can: a decision without a change is its
+    /// trail entry; a link that the guard lets through is [`LINK_AND_RECORD`]. A link the
+    /// guard refuses, or that loses a race to the unique constraint, wrote nothing and is
+    /// recorded again the careful way ([`Self::record_link`]), which reads why.
     async fn record_sign_in_tx(&self, record: &SignInRecord<'_>) -> Result<RecordedSignIn> {
+        let Some(change) = &record.decision.change else {
+            let client = self.client().await?;
+            let event = NewSignInEvent::from_record(record, record.decision, false);
+            let event_pk = event_in(&client, &event).await?;
+            return Ok(RecordedSignIn {
+                decision: record.decision.clone(),
+                result: None,
+                linked_now: false,
+                event_pk,
+            });
+        };
+        let event = NewSignInEvent::from_record(record, record.decision, true);
+        let related = encode_pks(&event.related);
+        let client = self.client().await?;
+        let statement = client.prepare_cached(LINK_AND_RECORD).await?;
+        let written = client
+            .query_opt(
+                &statement,
+                &[
+                    &change.new,
+                    &record.at,
+                    &change.user_pk,
+                    &record.actor,
+                    &record.reason,
+                    &event.at,
+                    &event.actor,
+                    &event.issuer,
+                    &event.account_id,
+                    &event.email,
+                    &event.email_verified,
+                    &event.situation.as_str(),
+                    &event.signed_in,
+                    &event.user_pk,
+                    &related,
+                    &event.explanation,
+                    &event.fix,
+                ],
+            )
+            .await;
+        drop(client);
+        match written {
+            Ok(Some(row)) => Ok(RecordedSignIn {
+                decision: record.decision.clone(),
+                result: Some(ChangeResult::Applied),
+                linked_now: true,
+                event_pk: row.try_get(0)?,
+            }),
+            Ok(None) => self.record_link(record).await,
+            Err(err) => {
+                let err = StoreError::from(err);
+                if external_id_taken(&err) {
+                    self.record_link(record).await
+                } else {
+                    Err(err)
+                }
+            }
+        }
+    }
+
+    /// A sign-in with a link, in a transaction: the link in a savepoint ([`link_in`]), which
+    /// survives a unique violation and reads why nothing was written; the decision settled
+    /// on that; the trail entry.
+    async fn record_link(&self, record: &SignInRecord<'_>) -> Result<RecordedSignIn> {
         let mut client = self.client().await?;
         let mut tx = client.transaction().await?;
         let (decision, result) = match &record.decision.change {
@@ -214,11 +318,8 @@ impl PgStore {
     }
 
     async fn insert_sign_in_event_tx(&self, event: &NewSignInEvent) -> Result<i64> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let pk = event_in(&tx, event).await?;
-        tx.commit().await?;
-        Ok(pk)
+        let client = self.client().await?;
+        event_in(&client, event).await
     }
 }
 

@@ -8,7 +8,9 @@
 //! a parameter.
 
 use super::*;
-use tether_core::signin::{decide_sign_in, SignInClaims, SignInSettings, SignInSituation};
+use tether_core::signin::{
+    decide_sign_in, SignInClaims, SignInFacts, SignInSettings, SignInSituation,
+};
 use tether_store::admin::AdminStore;
 use tether_store::signin::{SignInEvent, SignInRecord, SigninStore};
 
@@ -70,33 +72,30 @@ impl App {
         actor: &str,
         at: Timestamp,
     ) -> AppResult<SignInResolution> {
-        let settings = self.sign_in_settings().await?;
-        self.resolve_sign_in_with(request, &settings, actor, at)
+        check_sign_in_request(request)?;
+        let key = match_key(request.claims.email.as_deref());
+        // Two independent reads, at the same time (on PostgreSQL, two round trips in one).
+        let (settings, facts) = tokio::try_join!(self.sign_in_settings(), async {
+            Ok::<_, AppError>(
+                self.store
+                    .load_sign_in_facts(&request.claims.account_id, key.key())
+                    .await?,
+            )
+        })?;
+        self.decide_and_record(request, &settings, facts, actor, at)
             .await
     }
 
-    /// [`App::resolve_sign_in`] with the settings given (benchmarks and tests).
-    pub async fn resolve_sign_in_with(
+    /// Decides on the facts read, then writes and records the decision.
+    async fn decide_and_record(
         &self,
         request: &SignInRequest,
         settings: &SignInSettings,
+        facts: SignInFacts,
         actor: &str,
         at: Timestamp,
     ) -> AppResult<SignInResolution> {
         let claims = &request.claims;
-        if claims.account_id.trim().is_empty() {
-            return Err(AppError::Input(
-                "subject: the account ID must not be empty".to_owned(),
-            ));
-        }
-        if request.issuer.trim().is_empty() {
-            return Err(AppError::Input("issuer: must not be empty".to_owned()));
-        }
-        let key = match_key(claims.email.as_deref());
-        let facts = self
-            .store
-            .load_sign_in_facts(&claims.account_id, key.key())
-            .await?;
         let decision = decide_sign_in(claims, &facts, settings);
         let reason = format!(
             "new_link at sign-in: verified e-mail {} (issuer {})",
@@ -339,4 +338,17 @@ impl App {
         }
         Ok(OidcOutcome::Refused(resolution))
     }
+}
+
+/// A sign-in request needs an account ID and an issuer.
+fn check_sign_in_request(request: &SignInRequest) -> AppResult<()> {
+    if request.claims.account_id.trim().is_empty() {
+        return Err(AppError::Input(
+            "subject: the account ID must not be empty".to_owned(),
+        ));
+    }
+    if request.issuer.trim().is_empty() {
+        return Err(AppError::Input("issuer: must not be empty".to_owned()));
+    }
+    Ok(())
 }

@@ -15,7 +15,7 @@
 
 use super::auth::{self, AdminCaller, SignedIn};
 use super::error::ApiError;
-use super::ui::layout::{bare, notice, situation_badge};
+use super::ui::layout::{bare, notice, situation_badge, when};
 use super::AppState;
 use crate::app::signin::{
     local_path, OidcCallback, OidcOutcome, SignInRequest, OIDC_LOGIN_MINUTES,
@@ -397,7 +397,7 @@ async fn my_account(State(state): State<AppState>, SignedIn(session): SignedIn) 
             tbody {
                 @for event in &account.sign_ins {
                     tr {
-                        td { (event.at.to_string()) }
+                        td { (when(&event.at)) }
                         td { (situation_badge(event.situation.as_str())) @if event.linked_now { " (linked now)" } }
                         td { (event.explanation) }
                     }

@@ -10,81 +10,19 @@
 //   TETHER_SCREENSHOTS     where the PNG files go
 // and needs NODE_PATH pointing at node_modules with playwright-core (scripts/peers/install).
 // Exits 0 when every check passed; otherwise prints what failed, the page's URL and text,
-// and saves failure.png.
+// and saves failure.png. The parts it shares with signin_flow.mjs are in common.mjs.
 //
 // No fixed sleeps: every wait is for a selector, a URL or a text, with generous timeouts
 // (the machine may have two busy cores).
 
-import { createRequire } from "node:module";
-import { mkdirSync } from "node:fs";
-import { join } from "node:path";
+import { check, flowKit, rows } from "./common.mjs";
 
-// ES modules ignore NODE_PATH; a CommonJS require honours it.
-const require = createRequire(import.meta.url);
-const { chromium } = require("playwright-core");
+const { step, watch, newContext, shoot, open, signInAsAdmin, run } = flowKit("admin_flow");
 
-function env(name) {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`admin_flow: ${name} is not set`);
-    process.exit(2);
-  }
-  return value;
-}
-
-const BASE = env("TETHER_URL").replace(/\/$/, "");
-const PASSWORD = env("TETHER_ADMIN_PASSWORD");
-const CHROMIUM = env("TETHER_CHROMIUM");
-const SHOTS = env("TETHER_SCREENSHOTS");
-mkdirSync(SHOTS, { recursive: true });
-
-const WAIT = 60_000; // a selector or a navigation
 const RUN_WAIT = 60_000; // a pull run to succeed (the contract's bound)
 // An Atlassian-style account id typed by hand; held by no demo user.
 const MANUAL_EXTERNAL_ID = "557058:0b1e2c3d-4f5a-4b6c-8d7e-9f0a1b2c3d4e";
 const MANUAL_REASON = "Confirmed with the user by phone: new account after a name change";
-
-class Failure extends Error {}
-function check(condition, message) {
-  if (!condition) throw new Failure(message);
-}
-function step(text) {
-  console.log(`admin_flow: ${text}`);
-}
-
-// Everything the browser reports as an error: CSP violations and failed loads arrive as
-// console errors, uncaught exceptions as page errors.
-const problems = [];
-function watch(page) {
-  page.on("console", (msg) => {
-    if (msg.type() !== "error") return;
-    const where = msg.location()?.url || page.url();
-    // Chromium asks for /favicon.ico on its own; a 404 there is no page's doing.
-    if (new URL(where, BASE).pathname === "/favicon.ico") return;
-    problems.push(`console error on ${page.url()}: ${msg.text()} (${where})`);
-  });
-  page.on("pageerror", (err) => problems.push(`page error on ${page.url()}: ${err.message}`));
-  // Buttons with data-confirm ask window.confirm(); Playwright would dismiss it.
-  page.on("dialog", (dialog) => dialog.accept());
-}
-
-// Screenshots have fixed names (browser.rs lists the ones every run must take; the README
-// shows them).
-const shots = [];
-async function shoot(page, name) {
-  const file = `${name}.png`;
-  await page.screenshot({ path: join(SHOTS, file), fullPage: true });
-  shots.push(file);
-  step(`screenshot ${file} (${page.url()})`);
-}
-
-// Navigates and checks that the server answered with a page, not an error.
-async function open(page, path) {
-  const response = await page.goto(BASE + path, { waitUntil: "load" });
-  check(response, `no response for ${path}`);
-  check(response.ok(), `GET ${path} answered ${response.status()}`);
-  return response;
-}
 
 function number(text) {
   const digits = String(text).replace(/[^0-9]/g, "");
@@ -106,13 +44,6 @@ async function textOf(page, selector) {
   return (await page.locator(selector).first().innerText()).trim();
 }
 
-// Rows of a table as arrays of cell texts.
-async function rows(page, selector) {
-  return page.$$eval(`${selector} tbody tr`, (trs) =>
-    trs.map((tr) => [...tr.querySelectorAll("td,th")].map((c) => c.innerText.trim())),
-  );
-}
-
 // The first user of a situation: opens the filtered list and returns the first user's path.
 async function firstUserIn(page, situation) {
   await open(page, `/users?situation=${situation}`);
@@ -122,9 +53,7 @@ async function firstUserIn(page, situation) {
 }
 
 async function flow(browser) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  context.setDefaultTimeout(WAIT);
-  context.setDefaultNavigationTimeout(WAIT);
+  const context = await newContext(browser);
   const page = await context.newPage();
   watch(page);
 
@@ -134,13 +63,7 @@ async function flow(browser) {
   check(new URL(page.url()).pathname === "/login", `/ without a session went to ${page.url()}, not /login`);
   await page.waitForSelector("input[name=username]");
   await shoot(page, "01-login");
-  await page.fill("input[name=username]", "admin");
-  await page.fill("input[name=password]", PASSWORD);
-  await Promise.all([
-    page.waitForURL((url) => url.pathname !== "/login" || url.searchParams.has("error")),
-    page.getByRole("button", { name: "Sign in" }).click(),
-  ]);
-  check(new URL(page.url()).pathname === "/", `signing in as admin led to ${page.url()}`);
+  await signInAsAdmin(page);
 
   // --- Dashboard, before ---------------------------------------------------------------
   step("dashboard before the pull");
@@ -354,45 +277,4 @@ async function flow(browser) {
   await context.close();
 }
 
-let failed = false;
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  headless: true,
-  timeout: 120_000,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
-try {
-  await flow(browser);
-} catch (err) {
-  failed = true;
-  console.error(`admin_flow: FAILED: ${err instanceof Failure ? err.message : err.stack || err}`);
-  for (const context of browser.contexts()) {
-    for (const page of context.pages()) {
-      try {
-        console.error(`admin_flow: page ${page.url()}:\n${(await page.locator("body").innerText({ timeout: 5_000 })).slice(0, 4000)}`);
-        await page.screenshot({ path: join(SHOTS, "failure.png"), fullPage: true, timeout: 10_000 });
-        console.error(`admin_flow: saved ${join(SHOTS, "failure.png")}`);
-      } catch (e) {
-        console.error(`admin_flow: could not capture the page: ${e.message}`);
-      }
-    }
-  }
-} finally {
-  await browser.close();
-}
-
-if (problems.length > 0) {
-  failed = true;
-  console.error(`admin_flow: the browser reported ${problems.length} error(s) (CSP violations, JS errors, failed loads):`);
-  for (const p of problems) console.error(`  ${p}`);
-}
-if (failed) process.exit(1);
-console.log(`admin_flow: passed; screenshots: ${shots.join(" ")}`);
+await run(flow);

@@ -15,36 +15,17 @@
 //   TETHER_SCREENSHOTS     where the PNG files go
 // and needs NODE_PATH pointing at node_modules with playwright-core (scripts/peers/install).
 // Exits 0 when every check passed; otherwise prints what failed, the pages' URLs and text,
-// and saves failure.png.
+// and saves failure.png. The parts it shares with admin_flow.mjs are in common.mjs.
 //
 // No fixed sleeps: every wait is for a selector, a URL or a text, with generous timeouts.
 
-import { createRequire } from "node:module";
-import { mkdirSync } from "node:fs";
-import { join } from "node:path";
 import { randomBytes } from "node:crypto";
+import { check, Failure, flowKit, rows } from "./common.mjs";
 
-// ES modules ignore NODE_PATH; a CommonJS require honours it.
-const require = createRequire(import.meta.url);
-const { chromium } = require("playwright-core");
+const kit = flowKit("signin_flow");
+const { step, BASE, watch, shoot, open, signInAsAdmin, run } = kit;
+const PROVIDER = kit.env("TETHER_OIDC_PROVIDER").replace(/\/$/, "");
 
-function env(name) {
-  const value = process.env[name];
-  if (!value) {
-    console.error(`signin_flow: ${name} is not set`);
-    process.exit(2);
-  }
-  return value;
-}
-
-const BASE = env("TETHER_URL").replace(/\/$/, "");
-const PASSWORD = env("TETHER_ADMIN_PASSWORD");
-const PROVIDER = env("TETHER_OIDC_PROVIDER").replace(/\/$/, "");
-const CHROMIUM = env("TETHER_CHROMIUM");
-const SHOTS = env("TETHER_SCREENSHOTS");
-mkdirSync(SHOTS, { recursive: true });
-
-const WAIT = 60_000; // a selector or a navigation
 const TETHER_ORIGIN = new URL(BASE).origin;
 const PROVIDER_ORIGIN = new URL(PROVIDER).origin;
 const RUN = randomBytes(4).toString("hex");
@@ -55,18 +36,8 @@ const CLIENT_ID = "tether-e2e";
 const CLIENT_SECRET = `e2e-secret-${randomBytes(12).toString("hex")}`;
 const CHANGED_EMAIL = `changed-${RUN}@elsewhere.example`;
 
-class Failure extends Error {}
-function check(condition, message) {
-  if (!condition) throw new Failure(message);
-}
-function step(text) {
-  console.log(`signin_flow: ${text}`);
-}
-
-// Everything the browser reports as an error on tether's pages: CSP violations and failed
-// loads arrive as console errors, uncaught exceptions as page errors. The provider's pages are
-// not tether's doing: what they report is only printed.
-const problems = [];
+// What the browser reports as an error counts on tether's pages only: the provider's pages
+// are not tether's doing, what they report is only printed.
 function onTether(url) {
   try {
     return new URL(url, BASE).origin === TETHER_ORIGIN;
@@ -74,31 +45,14 @@ function onTether(url) {
     return false;
   }
 }
-function watch(page) {
-  page.on("console", (msg) => {
-    if (msg.type() !== "error") return;
-    const where = msg.location()?.url || page.url();
-    // Chromium asks for /favicon.ico on its own; a 404 there is no page's doing.
-    if (new URL(where, BASE).pathname === "/favicon.ico") return;
-    const text = `console error on ${page.url()}: ${msg.text()} (${where})`;
-    if (onTether(page.url()) || onTether(where)) problems.push(text);
-    else step(`(provider page) ${text}`);
-  });
-  page.on("pageerror", (err) => {
-    const text = `page error on ${page.url()}: ${err.message}`;
-    if (onTether(page.url())) problems.push(text);
-    else step(`(provider page) ${text}`);
-  });
-  // Buttons with data-confirm ask window.confirm(); Playwright would dismiss it.
-  page.on("dialog", (dialog) => dialog.accept());
+function watchTether(page) {
+  watch(page, onTether);
 }
 
 // A browser context that reaches only tether and the provider: the provider's page asks a
 // CDN for its stylesheet, which a test must not depend on; it gets an empty one.
 async function newContext(browser) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  context.setDefaultTimeout(WAIT);
-  context.setDefaultNavigationTimeout(WAIT);
+  const context = await kit.newContext(browser);
   await context.route(
     (url) => url.origin !== TETHER_ORIGIN && url.origin !== PROVIDER_ORIGIN,
     (route) => {
@@ -113,33 +67,10 @@ async function newContext(browser) {
   return context;
 }
 
-// Screenshots have fixed names (browser.rs lists them; the README shows them).
-const shots = [];
-async function shoot(page, name) {
-  const file = `${name}.png`;
-  await page.screenshot({ path: join(SHOTS, file), fullPage: true });
-  shots.push(file);
-  step(`screenshot ${file} (${page.url()})`);
-}
-
-// Navigates and checks that the server answered with a page, not an error.
-async function open(page, path) {
-  const response = await page.goto(BASE + path, { waitUntil: "load" });
-  check(response, `no response for ${path}`);
-  check(response.ok(), `GET ${path} answered ${response.status()}`);
-  return response;
-}
-
 async function bodyText(page) {
   return page.locator("body").innerText();
 }
 
-// Rows of a table as arrays of cell texts.
-async function rows(page, selector) {
-  return page.$$eval(`${selector} tbody tr`, (trs) =>
-    trs.map((tr) => [...tr.querySelectorAll("td,th")].map((c) => c.innerText.trim())),
-  );
-}
 function show(table) {
   return table.map((r) => r.join(" | ")).join("\n");
 }
@@ -217,17 +148,11 @@ async function flow(browser) {
   // === The admin configures sign-in ========================================================
   const admin = await newContext(browser);
   const page = await admin.newPage();
-  watch(page);
+  watchTether(page);
 
   step("admin signs in");
   await open(page, "/login");
-  await page.fill("input[name=username]", "admin");
-  await page.fill("input[name=password]", PASSWORD);
-  await Promise.all([
-    page.waitForURL((url) => url.pathname !== "/login" || url.searchParams.has("error")),
-    page.getByRole("button", { name: "Sign in" }).click(),
-  ]);
-  check(new URL(page.url()).pathname === "/", `signing in as admin led to ${page.url()}`);
+  await signInAsAdmin(page);
 
   step("settings: auto-populate on");
   await open(page, "/settings/security");
@@ -302,7 +227,7 @@ async function flow(browser) {
   // === The user signs in, in a browser of their own =========================================
   const person = await newContext(browser);
   const me = await person.newPage();
-  watch(me);
+  watchTether(me);
   step("user: first sign-in");
   await open(me, "/login");
   await signInAtProvider(me, "16-provider-sign-in");
@@ -383,48 +308,4 @@ async function flow(browser) {
   await admin.close();
 }
 
-let failed = false;
-const browser = await chromium.launch({
-  executablePath: CHROMIUM,
-  headless: true,
-  timeout: 120_000,
-  args: [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-});
-try {
-  await flow(browser);
-} catch (err) {
-  failed = true;
-  console.error(`signin_flow: FAILED: ${err instanceof Failure ? err.message : err.stack || err}`);
-  let n = 0;
-  for (const context of browser.contexts()) {
-    for (const page of context.pages()) {
-      const file = n === 0 ? "failure.png" : `failure-${n}.png`;
-      n += 1;
-      try {
-        console.error(`signin_flow: page ${page.url()}:\n${(await page.locator("body").innerText({ timeout: 5_000 })).slice(0, 4000)}`);
-        await page.screenshot({ path: join(SHOTS, file), fullPage: true, timeout: 10_000 });
-        console.error(`signin_flow: saved ${join(SHOTS, file)}`);
-      } catch (e) {
-        console.error(`signin_flow: could not capture the page: ${e.message}`);
-      }
-    }
-  }
-} finally {
-  await browser.close();
-}
-
-if (problems.length > 0) {
-  failed = true;
-  console.error(`signin_flow: the browser reported ${problems.length} error(s) on tether's pages (CSP violations, JS errors, failed loads):`);
-  for (const p of problems) console.error(`  ${p}`);
-}
-if (failed) process.exit(1);
-console.log(`signin_flow: passed; screenshots: ${shots.join(" ")}`);
+await run(flow, { scope: " on tether's pages" });

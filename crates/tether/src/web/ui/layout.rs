@@ -99,6 +99,14 @@ pub fn notice(kind: &str, text: &str) -> Markup {
     html! { p class={"notice " (kind)} role=(if kind == "error" { "alert" } else { "status" }) { (text) } }
 }
 
+/// A timestamp as pages show it: `2026-11-26 03:29:27 UTC`.
+pub fn when(at: &time::OffsetDateTime) -> String {
+    at.format(time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
+    ))
+    .unwrap_or_default()
+}
+
 /// A situation name as a badge.
 pub fn situation_badge(name: &str) -> Markup {
     html! { span class={"badge s-" (name)} { (name) } }

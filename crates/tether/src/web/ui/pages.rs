@@ -2,7 +2,7 @@
 //! user's page, Settings › Security, Sources › Pull User Data, audit log, API tokens.
 //! Each handler parses input, calls one application function, and renders.
 
-use super::layout::{csrf_field, notice, page, situation_badge, Nav};
+use super::layout::{csrf_field, notice, page, situation_badge, when, Nav};
 use crate::app::admin::Dashboard;
 use crate::app::oidc::SecretChange;
 use crate::app::{ReconcileOptions, ReconcileReport};
@@ -102,13 +102,6 @@ fn yes_no(value: bool) -> &'static str {
     } else {
         "No"
     }
-}
-
-fn when(at: &time::OffsetDateTime) -> String {
-    at.format(time::macros::format_description!(
-        "[year]-[month]-[day] [hour]:[minute]:[second] UTC"
-    ))
-    .unwrap_or_default()
 }
 
 // --- dashboard -------------------------------------------------------------------------------
