@@ -39,6 +39,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/postgres/0003_jobs.sql")),
     (4, include_str!("../migrations/postgres/0004_scim.sql")),
     (5, include_str!("../migrations/postgres/0005_signin.sql")),
+    (
+        6,
+        include_str!("../migrations/postgres/0006_oidc_login_provider.sql"),
+    ),
 ];
 
 /// The advisory lock that serializes migrations across processes ("tether" in ASCII).

@@ -130,6 +130,9 @@ pub struct OidcLogin {
     pub return_to: Option<String>,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
+    /// The provider's issuer and this client's ID at it, when the sign-in started.
+    pub issuer: String,
+    pub client_id: String,
 }
 
 /// The sign-in units of work.

@@ -30,6 +30,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_jobs.sql")),
     (4, include_str!("../migrations/sqlite/0004_scim.sql")),
     (5, include_str!("../migrations/sqlite/0005_signin.sql")),
+    (
+        6,
+        include_str!("../migrations/sqlite/0006_oidc_login_provider.sql"),
+    ),
 ];
 const READERS: usize = 4;
 

@@ -22,7 +22,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
-use tether_store::admin::{AdminStore, Settings};
+use tether_store::admin::{AdminStore, NewEvent, Settings};
 use tether_store::{AnyStore, Store, UserRecord};
 use time::macros::datetime;
 
@@ -825,23 +825,134 @@ async fn configured_on_the_page(postgres: bool) {
     let second = sign_in(&browser(), &tether, "acc-alice").await;
     assert_eq!(second.landed.as_deref(), Some("/me"), "{}", second.body);
 
-    // Another server on the same database, with the client ID in its environment: the
-    // environment wins there, and its page cannot change that field.
+    // A sign-in started before a save is not finished after it: its code and verifier go to
+    // no other client or provider.
+    let interrupted = browser();
+    let start = interrupted
+        .get(format!("{tether}/auth/login"))
+        .send()
+        .await
+        .unwrap();
+    let authorize = location(&start);
+    let mut moved = good.clone();
+    moved["client_id"] = serde_json::json!("tether-page-3");
+    moved.as_object_mut().unwrap().remove("client_secret");
+    let (status, text) = put_oidc_settings(&tether, &token, moved.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let consent = interrupted
+        .post(&authorize)
+        .form(&[("sub", "acc-alice")])
+        .send()
+        .await
+        .unwrap();
+    let answer = interrupted.get(location(&consent)).send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+    let page = answer.text().await.unwrap();
+    assert!(page.contains("sign-in settings changed"), "{page}");
+
+    // A save names the version it read: a save over someone else's later save is refused.
+    let version = oidc_settings(&tether, &token).await["version"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut first_edit = moved.clone();
+    first_edit["version"] = serde_json::json!(version);
+    first_edit["scopes"] = serde_json::json!(["openid", "email"]);
+    let (status, text) = put_oidc_settings(&tether, &token, first_edit).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let mut stale_edit = moved.clone();
+    stale_edit["version"] = serde_json::json!(version);
+    stale_edit["admin_claim"] = serde_json::json!("groups=everyone");
+    let (status, text) = put_oidc_settings(&tether, &token, stale_edit).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{text}");
+    let now = oidc_settings(&tether, &token).await;
+    assert_eq!(now["saved"]["admin_claim"], "groups=tether-admins", "{now}");
+    assert_eq!(
+        now["saved"]["scopes"],
+        serde_json::json!(["openid", "email"])
+    );
+
+    // A saved secret never follows the issuer elsewhere: a new issuer needs a new secret.
+    let mut elsewhere = moved.clone();
+    elsewhere["issuer"] = serde_json::json!("http://127.0.0.1:1");
+    let (status, text) = put_oidc_settings(&tether, &token, elsewhere).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    let error: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["field"], "client_secret", "{text}");
+    assert_eq!(
+        oidc_settings(&tether, &token).await["effective"]["issuer"],
+        provider.as_str()
+    );
+
+    // A document a newer tether wrote (with keys this one does not know) still works.
+    let raw = store.find_setting_document("oidc").await.unwrap().unwrap();
+    let mut newer: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    newer["written_by"] = serde_json::json!("tether 9");
+    newer["settings"]["future_setting"] = serde_json::json!("x");
+    assert!(store
+        .put_setting_document(
+            "oidc",
+            Some(&raw),
+            &newer.to_string(),
+            &NewEvent {
+                at: datetime!(2026-01-02 00:00 UTC),
+                actor: "test",
+                kind: "settings_changed",
+                subject: "oidc",
+                detail: "a newer version's document",
+            },
+        )
+        .await
+        .unwrap());
+    assert_eq!(oidc_settings(&tether, &token).await["status"], "on");
+    let third = sign_in(&browser(), &tether, "acc-alice").await;
+    assert_eq!(third.landed.as_deref(), Some("/me"), "{}", third.body);
+
+    // Another server on the same database, with another sealing key and the client ID in its
+    // environment. It cannot open the saved secret: sign-in is unavailable there, the
+    // settings say why (naming the field), the public page does not, and an admin recovers
+    // by entering the secret again.
     drop(tether_process);
-    let mut vars = sealing.clone();
-    vars.push(("TETHER_OIDC_CLIENT_ID", "tether-env"));
+    let other_key = "22".repeat(32);
+    let vars = vec![
+        ("TETHER_SECRET_KEY", other_key.as_str()),
+        ("TETHER_OIDC_CLIENT_ID", "tether-env"),
+    ];
     let (_fixed_process, fixed) = start_tether_with(&db, &vars);
     let view = oidc_settings(&fixed, &token).await;
+    assert_eq!(view["status"], "error", "{view}");
+    assert_eq!(view["error"]["field"], "client_secret", "{view}");
+    let refused = browser()
+        .get(format!("{fixed}/auth/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let page = refused.text().await.unwrap();
+    assert!(page.contains("incomplete or invalid"), "{page}");
+    assert!(
+        !page.contains("TETHER_SECRET_KEY"),
+        "no details in public: {page}"
+    );
+    let (status, text) = put_oidc_settings(
+        &fixed,
+        &token,
+        serde_json::json!({"issuer": provider, "client_secret": "entered-again"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let view = oidc_settings(&fixed, &token).await;
+    assert_eq!(view["status"], "on", "{view}");
+    // The environment wins there, and its page cannot change that field.
     assert_eq!(view["origins"]["client_id"], "environment", "{view}");
     assert_eq!(view["origins"]["issuer"], "page", "{view}");
     assert_eq!(view["effective"]["client_id"], "tether-env", "{view}");
-    assert_eq!(view["saved"]["client_id"], "tether-page-2", "{view}");
     let (_, target) = authorize_url(&fixed).await;
     assert!(target.contains("client_id=tether-env"), "{target}");
     let (status, text) = put_oidc_settings(
         &fixed,
         &token,
-        serde_json::json!({"issuer": provider, "client_id": "tether-page-3"}),
+        serde_json::json!({"issuer": provider, "client_id": "tether-page-4"}),
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");

@@ -23,7 +23,7 @@ fn profile(user: UserRecord) -> Profile {
 }
 
 const LOGIN_COLUMNS: &str =
-    "handle_hash, state, nonce, pkce_verifier, return_to, created_at, expires_at";
+    "handle_hash, state, nonce, pkce_verifier, return_to, created_at, expires_at, issuer, client_id";
 
 fn oidc_login_from(row: &Row) -> Result<OidcLogin> {
     Ok(OidcLogin {
@@ -34,6 +34,8 @@ fn oidc_login_from(row: &Row) -> Result<OidcLogin> {
         return_to: row.try_get(4)?,
         created_at: row.try_get(5)?,
         expires_at: row.try_get(6)?,
+        issuer: row.try_get(7)?,
+        client_id: row.try_get(8)?,
     })
 }
 
@@ -415,7 +417,7 @@ impl SigninStore for PgStore {
         .await?;
         tx.execute(
             &format!(
-                "INSERT INTO oidc_logins ({LOGIN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                "INSERT INTO oidc_logins ({LOGIN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ),
             &[
                 &login.handle_hash,
@@ -425,6 +427,8 @@ impl SigninStore for PgStore {
                 &login.return_to,
                 &login.created_at,
                 &login.expires_at,
+                &login.issuer,
+                &login.client_id,
             ],
         )
         .await?;

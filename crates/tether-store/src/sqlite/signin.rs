@@ -29,6 +29,8 @@ fn oidc_login_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<OidcLogin> {
         return_to: row.get(4)?,
         created_at: parse_ts(&row.get::<_, String>(5)?)?,
         expires_at: parse_ts(&row.get::<_, String>(6)?)?,
+        issuer: row.get(7)?,
+        client_id: row.get(8)?,
     })
 }
 
@@ -285,8 +287,8 @@ impl SigninStore for SqliteStore {
             tx.prepare_cached("DELETE FROM oidc_logins WHERE expires_at < ?1")?
                 .execute([&created_at])?;
             tx.prepare_cached(
-                "INSERT INTO oidc_logins (handle_hash, state, nonce, pkce_verifier, return_to, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO oidc_logins (handle_hash, state, nonce, pkce_verifier, return_to, created_at, expires_at, issuer, client_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 login.handle_hash,
@@ -295,7 +297,9 @@ impl SigninStore for SqliteStore {
                 login.pkce_verifier,
                 login.return_to,
                 created_at,
-                expires_at
+                expires_at,
+                login.issuer,
+                login.client_id
             ])
             .map_err(|e| conflict(e, "oidc login"))?;
             tx.commit()?;
@@ -307,7 +311,7 @@ impl SigninStore for SqliteStore {
         self.write(|c| {
             Ok(c.prepare_cached(
                 "DELETE FROM oidc_logins WHERE handle_hash = ?1
-                 RETURNING handle_hash, state, nonce, pkce_verifier, return_to, created_at, expires_at",
+                 RETURNING handle_hash, state, nonce, pkce_verifier, return_to, created_at, expires_at, issuer, client_id",
             )?
             .query_row([handle_hash], oidc_login_row)
             .optional()?)

@@ -356,6 +356,8 @@ pub async fn oidc_logins_are_taken_once<S: Store + SigninStore>(store: &S) {
         return_to: Some("/me".into()),
         created_at,
         expires_at: created_at + Duration::minutes(10),
+        issuer: "https://idp.example.com".into(),
+        client_id: format!("client-{handle}"),
     };
     store
         .insert_oidc_login(&login("h1", T0))
@@ -386,7 +388,11 @@ pub async fn oidc_logins_are_taken_once<S: Store + SigninStore>(store: &S) {
 
 /// `record_sign_in`: the decision's write, a lost race settled by the core, and the trail
 /// entry, in one transaction.
-pub async fn record_sign_in_writes_settles_and_records<S: Store + SigninStore>(store: &S) {
+pub async fn record_sign_in_writes_settles_and_records<
+    S: Store + SigninStore + tether_store::admin::AdminStore,
+>(
+    store: &S,
+) {
     use tether_core::signin::{decide_sign_in, SignInClaims, SignInSettings};
     use tether_store::signin::SignInRecord;
     import_users(
@@ -484,12 +490,56 @@ pub async fn record_sign_in_writes_settles_and_records<S: Store + SigninStore>(s
     assert!(u2_audit[0]
         .reason
         .starts_with("sign_in_refused: account_taken"));
+    // The link's audit entry says exactly what happened, on every store.
+    let u1_audit = store.list_audit(Some(users["u1"].pk), 10).await.unwrap();
+    assert_eq!(u1_audit.len(), 1);
+    let entry = &u1_audit[0];
     assert_eq!(
-        store
-            .list_audit(Some(users["u1"].pk), 10)
-            .await
-            .unwrap()
-            .len(),
-        1
+        (
+            entry.at,
+            entry.actor.as_str(),
+            entry.origin,
+            entry.old_value.as_deref(),
+            entry.new_value.as_deref(),
+            entry.reason.as_str(),
+            entry.run_pk,
+        ),
+        (
+            T1,
+            "api:test",
+            Origin::Login,
+            None,
+            Some("acc-1"),
+            "new_link at sign-in",
+            None
+        )
     );
+    // The trail entry of the link names the profile and the account.
+    let linked = &events[2];
+    assert_eq!(
+        (
+            linked.user_pk,
+            linked.account_id.as_str(),
+            linked.actor.as_str(),
+            linked.signed_in
+        ),
+        (Some(users["u1"].pk), "acc", "api:test", true)
+    );
+
+    // A decision for a profile excluded meanwhile: nothing written, refused, recorded.
+    let facts = store
+        .load_sign_in_facts("acc-2", Some("bob@example.com"))
+        .await
+        .unwrap();
+    let for_bob = decide("acc-2", "bob@example.com", facts);
+    assert_eq!(for_bob.situation, SignInSituation::NewLink);
+    store
+        .set_excluded(users["u2"].pk, true, "admin:test", "left the company", T1)
+        .await
+        .unwrap();
+    let excluded = store.record_sign_in(&record(&for_bob)).await.unwrap();
+    assert_eq!(excluded.result, Some(ChangeResult::Excluded));
+    assert!(!excluded.linked_now && !excluded.decision.signs_in());
+    assert_eq!(user_by_id(store, "u2").await.external_id, None);
+    assert_eq!(store.list_sign_in_events(None, 10).await.unwrap().len(), 4);
 }

@@ -8,14 +8,15 @@ use super::*;
 use crate::oidc::config::{FieldOrigin, FixedLayers, OidcFields, FIELDS};
 use crate::oidc::OidcConfig;
 use serde::Deserialize;
+use sha2::Digest;
 use tether_store::admin::{AdminStore, NewEvent};
 
 /// The settings key of the document.
 const KEY: &str = "oidc";
 
-/// The stored document.
+/// The stored document. Unknown keys are ignored: a newer replica may have written them.
 #[derive(Debug, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 struct Document {
     /// Every field but the secret.
     settings: OidcFields,
@@ -24,11 +25,38 @@ struct Document {
 }
 
 /// What a save does with the stored client secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum SecretChange {
     Keep,
     Set(String),
     Remove,
+}
+
+impl std::fmt::Debug for SecretChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SecretChange::Keep => "Keep",
+            SecretChange::Set(_) => "Set(***)",
+            SecretChange::Remove => "Remove",
+        })
+    }
+}
+
+/// The version of the stored document an administrator read: a save names it, so that it
+/// cannot silently undo a save made since.
+pub fn version(raw: Option<&str>) -> String {
+    match raw {
+        None => "none".to_owned(),
+        Some(text) => hex::encode(&sha2::Sha256::digest(text.as_bytes())[..8]),
+    }
+}
+
+fn parse_document(raw: Option<&str>) -> AppResult<Document> {
+    match raw {
+        None => Ok(Document::default()),
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| AppError::Io(format!("the stored sign-in settings cannot be read: {e}"))),
+    }
 }
 
 /// The sign-in settings as the Settings page and the API show them.
@@ -46,6 +74,8 @@ pub struct OidcSettings {
     pub secret_set: bool,
     /// The configuration in effect, or why there is none that works.
     pub config: Result<Option<OidcConfig>, AppError>,
+    /// The version of the saved document, for the next save.
+    pub version: String,
 }
 
 fn config_error(e: crate::oidc::config::ConfigError) -> AppError {
@@ -59,31 +89,30 @@ impl App {
     /// The stored document as read (to save against) and its fields with the secret opened.
     async fn oidc_document(&self) -> AppResult<(Option<String>, OidcFields)> {
         let raw = self.store.find_setting_document(KEY).await?;
-        let Some(text) = &raw else {
-            return Ok((None, OidcFields::default()));
-        };
-        let document: Document = serde_json::from_str(text).map_err(|e| {
-            AppError::Io(format!("the stored sign-in settings cannot be read: {e}"))
-        })?;
+        let document = parse_document(raw.as_deref())?;
         let mut fields = document.settings;
         fields.client_secret = match document.sealed_client_secret {
             None => None,
-            Some(sealed) => {
-                let key = self.secret_key.as_ref().ok_or_else(|| AppError::Field {
-                    field: "client_secret".to_owned(),
-                    message: "a client secret is saved but this server has no secret key to \
-                              open it: set TETHER_SECRET_KEY (the key it was saved with)"
-                        .to_owned(),
-                })?;
-                let bytes = hex::decode(&sealed)
-                    .map_err(|_| AppError::Io("the stored client secret is not hex".to_owned()))?;
-                Some(key.open(&bytes).map_err(|e| AppError::Field {
-                    field: "client_secret".to_owned(),
-                    message: e.to_string(),
-                })?)
-            }
+            Some(sealed) => Some(self.open_client_secret(&sealed)?),
         };
         Ok((raw, fields))
+    }
+
+    fn open_client_secret(&self, sealed: &str) -> AppResult<String> {
+        let refused = |message: String| AppError::Field {
+            field: "client_secret".to_owned(),
+            message,
+        };
+        let key = self.secret_key.as_ref().ok_or_else(|| {
+            refused(
+                "a client secret is saved but this server has no secret key to open it: set \
+                 TETHER_SECRET_KEY (the key it was saved with), or enter the secret again"
+                    .to_owned(),
+            )
+        })?;
+        let bytes = hex::decode(sealed)
+            .map_err(|_| refused("the saved secret is damaged: enter it again".to_owned()))?;
+        key.open(&bytes).map_err(|e| refused(e.to_string()))
     }
 
     /// The configuration in effect: `fixed` (environment and file) over the saved page.
@@ -106,12 +135,9 @@ impl App {
         default_redirect: &str,
     ) -> AppResult<OidcSettings> {
         let raw = self.store.find_setting_document(KEY).await?;
-        let document: Document = match &raw {
-            None => Document::default(),
-            Some(text) => serde_json::from_str(text).map_err(|e| {
-                AppError::Io(format!("the stored sign-in settings cannot be read: {e}"))
-            })?,
-        };
+        let version = version(raw.as_deref());
+        // An unreadable document is shown as the error below; the page can save over it.
+        let document = parse_document(raw.as_deref()).unwrap_or_default();
         let page_secret_set = document.sealed_client_secret.is_some();
         let mut page = document.settings;
         page.client_secret = None;
@@ -140,31 +166,43 @@ impl App {
             effective,
             secret_set,
             config,
+            version,
         })
     }
 
     /// Saves the sign-in settings of Settings › Security. Refused, with the field named and
     /// nothing written, when the result would not work (with the environment and the file
-    /// over it), when it sets a field the environment or the file fixes, or when another
-    /// administrator saved in between. Recorded in the event log without the secret.
+    /// over it), when it sets a field the environment or the file fixes, when it moves a
+    /// saved client secret to another issuer, or when the document changed since the
+    /// administrator read `expected_version` (or, without one, since this call read it).
+    /// Recorded in the event log without the secret. A document or a secret that can no
+    /// longer be read does not block a save that replaces it.
+    #[allow(clippy::too_many_arguments)]
     pub async fn save_oidc_settings(
         &self,
         fixed: &FixedLayers,
         default_redirect: &str,
         fields: OidcFields,
         secret: SecretChange,
+        expected_version: Option<&str>,
         actor: &str,
         at: Timestamp,
     ) -> AppResult<()> {
         let mut fields = fields.normalized();
         fields.client_secret = None;
-        let (raw, current) = self.oidc_document().await?;
-        let stored: Document = match &raw {
-            None => Document::default(),
-            Some(text) => serde_json::from_str(text).map_err(|e| {
-                AppError::Io(format!("the stored sign-in settings cannot be read: {e}"))
-            })?,
-        };
+        let raw = self.store.find_setting_document(KEY).await?;
+        if let Some(expected) = expected_version {
+            if expected != version(raw.as_deref()) {
+                return Err(AppError::Conflict(
+                    "another administrator saved the sign-in settings after you opened them: \
+                     nothing was written; reload the page and make your change again"
+                        .to_owned(),
+                ));
+            }
+        }
+        let parsed = parse_document(raw.as_deref());
+        let unreadable = parsed.is_err();
+        let stored = parsed.unwrap_or_default();
         for field in FIELDS {
             if field == "client_secret" {
                 continue;
@@ -183,8 +221,29 @@ impl App {
                 });
             }
         }
+        let effective_issuer = |page: &OidcFields| {
+            fixed
+                .environment
+                .over(&fixed.file.over(page))
+                .issuer
+                .unwrap_or_default()
+        };
         let (plain_secret, sealed) = match &secret {
-            SecretChange::Keep => (current.client_secret.clone(), stored.sealed_client_secret),
+            SecretChange::Keep => match &stored.sealed_client_secret {
+                None => (None, None),
+                Some(sealed) => {
+                    if effective_issuer(&stored.settings) != effective_issuer(&fields) {
+                        return Err(AppError::Field {
+                            field: "client_secret".to_owned(),
+                            message: "the issuer changes: enter the client secret for the new \
+                                      issuer (or remove the saved one); a saved secret is never \
+                                      sent to another issuer"
+                                .to_owned(),
+                        });
+                    }
+                    (Some(self.open_client_secret(sealed)?), Some(sealed.clone()))
+                }
+            },
             SecretChange::Remove => (None, None),
             SecretChange::Set(value) if value.trim().is_empty() => {
                 return Err(AppError::Field {
@@ -242,11 +301,14 @@ impl App {
         }
         match secret {
             SecretChange::Keep => {}
-            SecretChange::Remove if current.client_secret.is_some() => {
+            SecretChange::Remove if stored.sealed_client_secret.is_some() => {
                 changed.push("client_secret removed".to_owned())
             }
             SecretChange::Remove => {}
             SecretChange::Set(_) => changed.push("client_secret set".to_owned()),
+        }
+        if unreadable {
+            changed.push("an unreadable saved document replaced".to_owned());
         }
         if changed.is_empty() {
             return Ok(());

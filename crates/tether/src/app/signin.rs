@@ -74,7 +74,7 @@ impl App {
     ) -> AppResult<SignInResolution> {
         check_sign_in_request(request)?;
         let key = match_key(request.claims.email.as_deref());
-        // Two independent reads, at the same time (on PostgreSQL, two round trips in one).
+        // Two independent reads at the same time (on PostgreSQL, on two pooled connections).
         let (settings, facts) = tokio::try_join!(self.sign_in_settings(), async {
             Ok::<_, AppError>(
                 self.store
@@ -177,6 +177,8 @@ pub struct OidcCallback {
     /// An error the provider reported instead of a code.
     pub error: Option<String>,
     pub error_description: Option<String>,
+    /// The provider's issuer identifier, when it sends one (RFC 9207).
+    pub iss: Option<String>,
 }
 
 /// The end of a sign-in through the provider.
@@ -236,6 +238,8 @@ impl App {
                 return_to: local_path(return_to),
                 created_at: at,
                 expires_at: at + time::Duration::minutes(OIDC_LOGIN_MINUTES),
+                issuer: provider.config().issuer.clone(),
+                client_id: provider.config().client_id.clone(),
             })
             .await?;
         Ok(start.url)
@@ -280,6 +284,24 @@ impl App {
                 "The sign-in response does not belong to the sign-in this browser started (state mismatch), so it was refused.",
                 try_again,
             ));
+        }
+        // Finish only with the provider the sign-in started with (the settings may have
+        // changed meanwhile): its code and verifier go to no one else.
+        let config = provider.config();
+        if login.issuer != config.issuer || login.client_id != config.client_id {
+            return Ok(failed(
+                "The sign-in settings changed while you were signing in, so this sign-in was not finished.",
+                try_again,
+            ));
+        }
+        // RFC 9207: a provider that names itself in the response must be the one asked.
+        if let Some(iss) = callback.iss.as_deref() {
+            if iss != config.issuer {
+                return Ok(failed(
+                    format!("The sign-in response comes from another identity provider ({iss}), so it was refused."),
+                    try_again,
+                ));
+            }
         }
         if let Some(error) = &callback.error {
             return Ok(failed(

@@ -75,9 +75,11 @@ fn error(setting: &'static str, message: impl Into<String>) -> ConfigError {
 }
 
 /// One layer of settings (the JSON file, the environment, or Settings › Security): every
-/// field optional, the first layer that sets a field wins. Also the JSON file's shape.
+/// field optional, the first layer that sets a field wins. Also the JSON file's shape (whose
+/// unknown keys are refused when it is read; a stored document's are ignored, so that a newer
+/// tether's settings do not stop an older replica).
 #[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct OidcFields {
     pub issuer: Option<String>,
     pub client_id: Option<String>,
@@ -189,6 +191,25 @@ impl OidcFields {
     }
 }
 
+/// The `TETHER_OIDC_CONFIG` file: an object of [`FIELDS`], nothing else (a typo is an error).
+fn parse_file(text: &str) -> Result<OidcFields, String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let Some(object) = value.as_object() else {
+        return Err("expected a JSON object of settings".to_owned());
+    };
+    if let Some(unknown) = object.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(format!(
+            "unknown setting '{unknown}' (known: {})",
+            FIELDS.join(", ")
+        ));
+    }
+    serde_json::from_value(value).map_err(|e| e.to_string())
+}
+
+/// The admin rule's fields: they come from one layer together, so that a lower layer cannot
+/// widen the rule a higher one fixes.
+pub const ADMIN_FIELDS: [&str; 3] = ["admin_claim", "admin_subjects", "admin_emails"];
+
 /// A comma-separated list (admin subjects and e-mails).
 pub fn list(text: &str) -> Vec<String> {
     text.split(',')
@@ -240,7 +261,7 @@ impl FixedLayers {
             Some(path) => {
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| error("TETHER_OIDC_CONFIG", format!("{path}: {e}")))?;
-                serde_json::from_str(&text)
+                parse_file(&text)
                     .map_err(|e| error("TETHER_OIDC_CONFIG", format!("{path}: {e}")))?
             }
         };
@@ -261,8 +282,21 @@ impl FixedLayers {
         })
     }
 
-    /// Where `field` comes from when `page` holds what Settings › Security saved.
+    /// Where `field` comes from when `page` holds what Settings › Security saved. The admin
+    /// rule's fields come from the highest layer that sets any of them.
     pub fn origin(&self, page: &OidcFields, field: &str) -> FieldOrigin {
+        if ADMIN_FIELDS.contains(&field) {
+            let sets_admin = |layer: &OidcFields| ADMIN_FIELDS.iter().any(|f| layer.sets(f));
+            return if sets_admin(&self.environment) {
+                FieldOrigin::Environment
+            } else if sets_admin(&self.file) {
+                FieldOrigin::File
+            } else if sets_admin(page) {
+                FieldOrigin::Page
+            } else {
+                FieldOrigin::Default
+            };
+        }
         if self.environment.sets(field) {
             FieldOrigin::Environment
         } else if self.file.sets(field) {
@@ -274,14 +308,47 @@ impl FixedLayers {
         }
     }
 
-    /// The configuration in effect: the environment over the file over `page`. `Ok(None)`
-    /// when no layer sets an issuer (sign-in through OpenID Connect is off).
+    /// The configuration in effect: the environment over the file over `page`, field by
+    /// field (the admin rule as a whole). `Ok(None)` when no layer sets an issuer (sign-in
+    /// through OpenID Connect is off). When the environment or the file sets the client
+    /// secret or the admin rule, the issuer must come from there too: a page cannot send that
+    /// secret, or grant that rule, to a provider of its own choosing.
     pub fn resolve(
         &self,
         page: &OidcFields,
         default_redirect: Option<&str>,
     ) -> Result<Option<OidcConfig>, ConfigError> {
-        let merged = self.environment.over(&self.file.over(page));
+        let mut merged = self.environment.over(&self.file.over(page));
+        let admin_layer = match self.origin(page, "admin_claim") {
+            FieldOrigin::Environment => &self.environment,
+            FieldOrigin::File => &self.file,
+            _ => page,
+        };
+        merged.admin_claim = admin_layer.admin_claim.clone();
+        merged.admin_subjects = admin_layer.admin_subjects.clone();
+        merged.admin_emails = admin_layer.admin_emails.clone();
+        let fixed = |field| {
+            matches!(
+                self.origin(page, field),
+                FieldOrigin::Environment | FieldOrigin::File
+            )
+        };
+        if self.origin(page, "issuer") == FieldOrigin::Page {
+            if fixed("client_secret") {
+                return Err(error(
+                    "TETHER_OIDC_ISSUER",
+                    "the client secret is set by the environment or the TETHER_OIDC_CONFIG file, \
+                     so the issuer must be set there too, not on this page",
+                ));
+            }
+            if fixed("admin_claim") {
+                return Err(error(
+                    "TETHER_OIDC_ISSUER",
+                    "the admin rule is set by the environment or the TETHER_OIDC_CONFIG file, \
+                     so the issuer must be set there too, not on this page",
+                ));
+            }
+        }
         OidcConfig::from_fields(merged, default_redirect)
     }
 }
@@ -304,9 +371,6 @@ impl OidcConfig {
         default_redirect: Option<&str>,
     ) -> Result<Option<OidcConfig>, ConfigError> {
         let fields = fields.normalized();
-        let Some(issuer) = fields.issuer else {
-            return Ok(None);
-        };
         let claim = match fields.admin_claim {
             None => None,
             Some(text) => match text.split_once('=') {
@@ -333,6 +397,18 @@ impl OidcConfig {
                 }
             }
         }
+        let Some(issuer) = fields.issuer else {
+            // Off; what is set must still be well-formed, so it works once an issuer is.
+            if let Some(scopes) = &fields.scopes {
+                if !scopes.iter().any(|s| s == "openid") {
+                    return Err(error("TETHER_OIDC_SCOPES", "must include openid"));
+                }
+            }
+            if let Some(redirect) = &fields.redirect_url {
+                check_redirect(redirect)?;
+            }
+            return Ok(None);
+        };
         let config = OidcConfig {
             issuer,
             client_id: fields.client_id.unwrap_or_default(),
@@ -357,20 +433,7 @@ impl OidcConfig {
 
     /// Checks every setting; the first problem is named.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let url = |setting, text: &str| -> Result<openidconnect::url::Url, ConfigError> {
-            let parsed = openidconnect::url::Url::parse(text)
-                .map_err(|e| error(setting, format!("'{text}' is not a URL: {e}")))?;
-            let local = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
-            match parsed.scheme() {
-                "https" => Ok(parsed),
-                "http" if local => Ok(parsed),
-                _ => Err(error(
-                    setting,
-                    format!("'{text}' must use https (http only for localhost)"),
-                )),
-            }
-        };
-        let issuer = url("TETHER_OIDC_ISSUER", &self.issuer)?;
+        let issuer = web_url("TETHER_OIDC_ISSUER", &self.issuer)?;
         if issuer.query().is_some() || issuer.fragment().is_some() {
             return Err(error(
                 "TETHER_OIDC_ISSUER",
@@ -386,13 +449,7 @@ impl OidcConfig {
                 "must be set to this server's /auth/callback URL",
             ));
         }
-        let redirect = url("TETHER_OIDC_REDIRECT_URL", &self.redirect_url)?;
-        if redirect.path() != "/auth/callback" {
-            return Err(error(
-                "TETHER_OIDC_REDIRECT_URL",
-                format!("'{}' must end in /auth/callback", self.redirect_url),
-            ));
-        }
+        check_redirect(&self.redirect_url)?;
         if !self.scopes.iter().any(|s| s == "openid") {
             return Err(error("TETHER_OIDC_SCOPES", "must include openid"));
         }
@@ -401,6 +458,33 @@ impl OidcConfig {
         }
         Ok(())
     }
+}
+
+/// An https URL (http only for this machine).
+fn web_url(setting: &'static str, text: &str) -> Result<openidconnect::url::Url, ConfigError> {
+    let parsed = openidconnect::url::Url::parse(text)
+        .map_err(|e| error(setting, format!("'{text}' is not a URL: {e}")))?;
+    let local = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    match parsed.scheme() {
+        "https" => Ok(parsed),
+        "http" if local => Ok(parsed),
+        _ => Err(error(
+            setting,
+            format!("'{text}' must use https (http only for localhost)"),
+        )),
+    }
+}
+
+/// The redirect URL: a web URL ending in `/auth/callback`.
+fn check_redirect(text: &str) -> Result<(), ConfigError> {
+    let redirect = web_url("TETHER_OIDC_REDIRECT_URL", text)?;
+    if redirect.path() != "/auth/callback" {
+        return Err(error(
+            "TETHER_OIDC_REDIRECT_URL",
+            format!("'{text}' must end in /auth/callback"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -557,24 +641,30 @@ mod tests {
         let path = dir.path().join("oidc.json");
         std::fs::write(
             &path,
-            r#"{"client_id": "from-file", "scopes": ["openid", "email"]}"#,
+            r#"{"issuer": "https://idp.example.com", "client_id": "from-file", "scopes": ["openid", "email"]}"#,
         )
         .unwrap();
         let path_text = path.display().to_string();
-        let map: HashMap<String, String> = [
-            ("TETHER_OIDC_CONFIG", path_text.as_str()),
-            ("TETHER_OIDC_ADMIN_SUBJECTS", "env-admin"),
-            ("TETHER_OIDC_REDIRECT_URL", "  "),
-        ]
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-        let fixed = FixedLayers::load(|name| map.get(name).cloned()).unwrap();
+        let env = |extra: &[(&str, &str)]| {
+            let mut map: HashMap<String, String> = [
+                ("TETHER_OIDC_CONFIG", path_text.as_str()),
+                ("TETHER_OIDC_ADMIN_SUBJECTS", "env-admin"),
+                ("TETHER_OIDC_REDIRECT_URL", "  "),
+            ]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+            for (k, v) in extra {
+                map.insert((*k).to_owned(), (*v).to_owned());
+            }
+            FixedLayers::load(|name| map.get(name).cloned()).unwrap()
+        };
+        let fixed = env(&[]);
         let page = OidcFields {
-            issuer: Some("https://idp.example.com".into()),
+            issuer: Some("https://evil.example.com".into()),
             client_id: Some("from-page".into()),
             client_secret: Some("page-secret".into()),
-            admin_subjects: Some(vec!["page-admin".into()]),
+            admin_emails: Some(vec!["page-admin@example.com".into()]),
             account_id_claim: Some(" ".into()),
             ..OidcFields::default()
         }
@@ -587,7 +677,9 @@ mod tests {
         assert_eq!(config.client_id, "from-file");
         assert_eq!(config.client_secret.as_deref(), Some("page-secret"));
         assert_eq!(config.scopes, vec!["openid", "email"]);
+        // The admin rule comes from one layer: the page cannot add e-mails to it.
         assert_eq!(config.admin.subjects, vec!["env-admin"]);
+        assert!(config.admin.emails.is_empty());
         // Blank values are unset: the defaults apply.
         assert_eq!(config.redirect_url, "https://t.example.com/auth/callback");
         assert_eq!(config.account_id_claim, "sub");
@@ -595,30 +687,70 @@ mod tests {
         assert_eq!(
             origins,
             vec![
-                FieldOrigin::Page,        // issuer
+                FieldOrigin::File,        // issuer
                 FieldOrigin::File,        // client_id
                 FieldOrigin::Page,        // client_secret
                 FieldOrigin::Default,     // redirect_url
                 FieldOrigin::File,        // scopes
                 FieldOrigin::Default,     // account_id_claim
-                FieldOrigin::Default,     // admin_claim
+                FieldOrigin::Environment, // admin_claim
                 FieldOrigin::Environment, // admin_subjects
-                FieldOrigin::Default,     // admin_emails
+                FieldOrigin::Environment, // admin_emails
             ]
         );
-        // Without an issuer anywhere, sign-in is off whatever else is set.
+
+        // Without the file's issuer, the page's may not take the environment's admin rule
+        // or client secret to a provider of its choosing.
+        std::fs::write(&path, r#"{"client_id": "from-file"}"#).unwrap();
+        let err = env(&[]).resolve(&page, None).unwrap_err();
+        assert_eq!(err.field(), "issuer", "{err}");
+        assert!(err.message.contains("admin rule"), "{err}");
+        let without_admin = env(&[("TETHER_OIDC_ADMIN_SUBJECTS", " ")]);
+        let with_secret = env(&[
+            ("TETHER_OIDC_ADMIN_SUBJECTS", " "),
+            ("TETHER_OIDC_CLIENT_SECRET", "env-secret"),
+        ]);
+        let config = without_admin
+            .resolve(&page, Some("https://t.example.com/auth/callback"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(config.issuer, "https://evil.example.com");
+        assert_eq!(config.admin.emails, vec!["page-admin@example.com"]);
+        let err = with_secret.resolve(&page, None).unwrap_err();
+        assert!(err.message.contains("client secret"), "{err}");
+
+        // Without an issuer anywhere, sign-in is off, but what is set must be well-formed.
         let no_issuer = OidcFields {
             issuer: None,
             ..page.clone()
         };
-        assert_eq!(fixed.resolve(&no_issuer, None), Ok(None));
-        // A bad page value is named by its field.
-        let bad = OidcFields {
-            admin_claim: Some("groups".into()),
-            ..page
-        };
-        let err = fixed.resolve(&bad, None).unwrap_err();
-        assert_eq!(err.field(), "admin_claim");
+        assert_eq!(without_admin.resolve(&no_issuer, None), Ok(None));
+        for (bad, field) in [
+            (
+                OidcFields {
+                    admin_claim: Some("groups".into()),
+                    ..no_issuer.clone()
+                },
+                "admin_claim",
+            ),
+            (
+                OidcFields {
+                    scopes: Some(vec!["email".into()]),
+                    ..no_issuer.clone()
+                },
+                "scopes",
+            ),
+            (
+                OidcFields {
+                    redirect_url: Some("https://t.example.com/cb".into()),
+                    ..no_issuer.clone()
+                },
+                "redirect_url",
+            ),
+        ] {
+            let err = without_admin.resolve(&bad, None).unwrap_err();
+            assert_eq!(err.field(), field, "{err}");
+        }
         assert_eq!(
             ConfigError {
                 setting: "TETHER_OIDC_CONFIG",

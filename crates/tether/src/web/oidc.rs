@@ -31,8 +31,9 @@ use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use maud::{html, Markup};
 use serde::Deserialize;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use tether_core::signin::SignInClaims;
+use time::OffsetDateTime;
 
 /// The cookie holding the handle of a sign-in in flight.
 const FLOW_COOKIE: &str = "tether_oidc";
@@ -46,7 +47,13 @@ const FLOW_COOKIE: &str = "tether_oidc";
 pub struct OidcRuntime {
     fixed: OnceLock<Result<FixedLayers, ConfigError>>,
     provider: RwLock<Option<Arc<Provider>>>,
+    /// The last failed discovery: for [`DISCOVERY_RETRY_SECONDS`], the same configuration
+    /// gets the same answer without asking the provider again.
+    failure: Mutex<Option<(OidcConfig, OffsetDateTime, String)>>,
 }
+
+/// How long a failed discovery is remembered.
+const DISCOVERY_RETRY_SECONDS: i64 = 10;
 
 /// Whether sign-in through the identity platform works, for Settings › Security.
 pub enum OidcStatus {
@@ -92,7 +99,16 @@ impl OidcRuntime {
                 return Ok(provider);
             }
         }
+        if let Ok(failure) = self.failure.lock() {
+            if let Some((failed, at, message)) = failure.as_ref() {
+                let recent = clock::now() - *at < time::Duration::seconds(DISCOVERY_RETRY_SECONDS);
+                if *failed == config && recent {
+                    return Err(message.clone());
+                }
+            }
+        }
         let issuer = config.issuer.clone();
+        let remembered = config.clone();
         let discovered = match crate::oidc::provider::http_client() {
             Ok(http) => Provider::discover(config, http).await,
             Err(e) => Err(e),
@@ -108,6 +124,9 @@ impl OidcRuntime {
             }
             Err(e) => {
                 tracing::error!(issuer = %issuer, error = %e, "OpenID Connect discovery failed");
+                if let Ok(mut failure) = self.failure.lock() {
+                    *failure = Some((remembered, clock::now(), e.to_string()));
+                }
                 Err(e.to_string())
             }
         }
@@ -125,18 +144,20 @@ impl OidcRuntime {
                 ))
             }
             Err(message) => {
+                // The details are for administrators (the log, Settings › Security).
+                tracing::error!(error = %message, "OpenID Connect sign-in is unavailable: its settings are unusable");
                 return Err(failure_page(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    &format!("Sign-in is unavailable: {message}."),
-                    "An administrator corrects the sign-in settings on Settings › Security.",
-                ))
+                    "Sign-in is unavailable: its settings on this server are incomplete or invalid.",
+                    "An administrator corrects them on Settings › Security, whose Single sign-on section names the problem.",
+                ));
             }
         };
-        self.provider_for(config).await.map_err(|e| {
+        self.provider_for(config).await.map_err(|_| {
             failure_page(
                 StatusCode::BAD_GATEWAY,
-                &format!("Sign-in is unavailable: {e}."),
-                "Try again in a minute; if it persists, an administrator checks the issuer on Settings › Security and the provider.",
+                "Sign-in is unavailable: the identity provider could not be reached.",
+                "Try again in a minute; if it persists, an administrator checks the issuer on Settings › Security (it shows what the provider answered) and the provider.",
             )
         })
     }
@@ -227,6 +248,7 @@ struct CallbackQuery {
     state: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
+    iss: Option<String>,
 }
 
 /// `GET /auth/callback`: finishes the sign-in.
@@ -246,6 +268,7 @@ async fn callback(
         state: query.state,
         error: query.error,
         error_description: query.error_description,
+        iss: query.iss,
     };
     let outcome = match state
         .app

@@ -134,6 +134,9 @@ pub struct OidcSettingsBody {
     pub origins: std::collections::BTreeMap<&'static str, FieldOrigin>,
     /// The redirect URL used when none is set.
     pub default_redirect_url: String,
+    /// The version of the saved settings: send it back in `PUT` as `version` so that the save
+    /// is refused (409) if another administrator saved meanwhile.
+    pub version: String,
 }
 
 /// OpenID Connect fields (lists as arrays).
@@ -168,10 +171,12 @@ impl From<&OidcFields> for OidcValues {
 
 /// The single sign-on settings to save: they replace what the page saved (a field left out
 /// or `null` is unset there). `client_secret`: a string sets it, `null` removes it, left out
-/// keeps it.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+/// keeps it (only while the issuer stays the same). `version`: the `version` of a `GET`; the
+/// save is refused with 409 if the settings changed since.
+#[derive(Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OidcSettingsUpdate {
+    pub version: Option<String>,
     pub issuer: Option<String>,
     pub client_id: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
@@ -183,6 +188,24 @@ pub struct OidcSettingsUpdate {
     pub admin_claim: Option<String>,
     pub admin_subjects: Option<Vec<String>>,
     pub admin_emails: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for OidcSettingsUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcSettingsUpdate")
+            .field("version", &self.version)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self
+                    .client_secret
+                    .as_ref()
+                    .map(|s| s.as_ref().map(|_| "***")),
+            )
+            .field("redirect_url", &self.redirect_url)
+            .finish_non_exhaustive()
+    }
 }
 
 fn double_option<'de, D: serde::Deserializer<'de>>(
@@ -211,6 +234,7 @@ async fn oidc_body(state: &AppState) -> ApiResult<OidcSettingsBody> {
         client_secret_set: view.secret_set,
         origins: view.origins.into_iter().collect(),
         default_redirect_url: default_redirect,
+        version: view.version,
     })
 }
 
@@ -274,6 +298,7 @@ pub async fn update_oidc_settings(
             &OidcRuntime::default_redirect(&state),
             fields,
             secret,
+            update.version.as_deref(),
             &caller.actor(),
             clock::now(),
         )

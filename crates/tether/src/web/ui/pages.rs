@@ -815,6 +815,7 @@ async fn oidc_section(
             }
             form.stack #oidc-settings method="post" action="/settings/security/oidc" {
                 (csrf_field(session))
+                input type="hidden" name="version" value=(view.version);
                 (input("issuer", "Issuer URL", "The identity platform's issuer, e.g. https://idp.example.com (its discovery document is at /.well-known/openid-configuration).", "https://idp.example.com"))
                 (input("client_id", "Client ID", "The client ID the identity platform issued to tether.", ""))
                 label for="client_secret" {
@@ -849,6 +850,9 @@ async fn oidc_section(
 struct OidcForm {
     #[serde(default)]
     csrf: String,
+    /// The version of the settings the form showed.
+    #[serde(default)]
+    version: String,
     issuer: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
@@ -894,6 +898,7 @@ async fn save_oidc_settings(
                     &OidcRuntime::default_redirect(&state),
                     fields.clone(),
                     secret,
+                    Some(form.version.as_str()),
                     &session.principal,
                     clock::now(),
                 )
