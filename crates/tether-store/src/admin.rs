@@ -186,6 +186,9 @@ pub trait AdminStore: Send + Sync {
         now: Timestamp,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Ends every session of someone who signed in through the identity platform (every
+    /// principal but `admin:NAME`); returns how many. For a change of the sign-in settings.
+    fn end_platform_sessions(&self) -> impl Future<Output = Result<u64>> + Send;
     /// The settings, with defaults for keys never saved.
     fn get_settings(&self) -> impl Future<Output = Result<Settings>> + Send;
     /// Saves the settings and records an event naming what changed.
@@ -307,6 +310,9 @@ impl AdminStore for AnyStore {
     }
     async fn delete_session(&self, id_hash: &str, now: Timestamp) -> Result<()> {
         dispatch!(self, s => s.delete_session(id_hash, now))
+    }
+    async fn end_platform_sessions(&self) -> Result<u64> {
+        dispatch!(self, s => s.end_platform_sessions())
     }
     async fn get_settings(&self) -> Result<Settings> {
         dispatch!(self, s => s.get_settings())

@@ -806,7 +806,8 @@ async fn configured_on_the_page(postgres: bool) {
         serde_json::json!({"email": "ops@example.com", "email_verified": true, "groups": ["tether-admins"]}),
     )
     .await;
-    let admin = sign_in(&browser(), &tether, "acc-admin").await;
+    let admin_browser = browser();
+    let admin = sign_in(&admin_browser, &tether, "acc-admin").await;
     assert_eq!(admin.landed.as_deref(), Some("/"), "{}", admin.body);
 
     // A later save (the secret left out: kept) takes effect at the next sign-in.
@@ -815,6 +816,13 @@ async fn configured_on_the_page(postgres: bool) {
     renamed.as_object_mut().unwrap().remove("client_secret");
     let (status, text) = put_oidc_settings(&tether, &token, renamed).await;
     assert_eq!(status, StatusCode::OK, "{text}");
+    // Who is admitted may have changed: the platform admin signs in again.
+    let after_save = admin_browser
+        .get(format!("{tether}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after_save.status(), StatusCode::SEE_OTHER, "session ended");
     assert_eq!(
         oidc_settings(&tether, &token).await["client_secret_set"],
         true

@@ -181,6 +181,19 @@ impl AdminStore for PgStore {
         .await
     }
 
+    async fn end_platform_sessions(&self) -> Result<u64> {
+        self.admin_call(async {
+            let client = self.client().await?;
+            Ok(client
+                .execute(
+                    "DELETE FROM sessions WHERE principal NOT LIKE 'admin:%'",
+                    &[],
+                )
+                .await?)
+        })
+        .await
+    }
+
     async fn get_settings(&self) -> Result<Settings> {
         self.admin_call(async {
             let client = self.client().await?;

@@ -182,6 +182,16 @@ impl AdminStore for SqliteStore {
         })
     }
 
+    async fn end_platform_sessions(&self) -> Result<u64> {
+        self.write(|c| {
+            let n = c.execute(
+                "DELETE FROM sessions WHERE principal NOT LIKE 'admin:%'",
+                [],
+            )?;
+            Ok(n as u64)
+        })
+    }
+
     async fn get_settings(&self) -> Result<Settings> {
         self.read(|c| {
             let mut statement = c.prepare_cached("SELECT key, value FROM settings")?;

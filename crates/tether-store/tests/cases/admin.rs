@@ -83,6 +83,35 @@ pub async fn admins_and_sessions(store: &AnyStore) {
         .unwrap();
     assert!(store.find_session("s1", T0).await.unwrap().is_none());
     assert!(store.find_session("s2", T0).await.unwrap().is_none());
+
+    // A change of the sign-in settings ends the sessions of those who signed in through the
+    // platform, and only theirs.
+    for (id, principal) in [
+        ("local", "admin:alice"),
+        ("platform-user", "user:u1"),
+        ("platform-admin", "oidc:acc-9"),
+    ] {
+        store
+            .insert_session(&NewSession {
+                principal: principal.to_owned(),
+                ..session(id, T0 + Duration::hours(1))
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.end_platform_sessions().await.unwrap(), 2);
+    assert!(store.find_session("local", T0).await.unwrap().is_some());
+    assert!(store
+        .find_session("platform-user", T0)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(store
+        .find_session("platform-admin", T0)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(store.end_platform_sessions().await.unwrap(), 0);
 }
 
 pub async fn settings_default_and_change_with_an_event(store: &AnyStore) {

@@ -342,7 +342,24 @@ impl App {
                     .to_owned(),
             ));
         }
-        tracing::info!(actor, changed = %detail, "sign-in settings saved");
+        // Who is let in, and as what, may have changed: those who signed in through the
+        // platform sign in again under the new settings (local administrators stay).
+        let identity_changed = [
+            "issuer",
+            "client_id",
+            "account_id_claim",
+            "admin_claim",
+            "admin_subjects",
+            "admin_emails",
+        ]
+        .iter()
+        .any(|field| changed.iter().any(|c| c.starts_with(&format!("{field}="))));
+        let ended = if identity_changed {
+            self.store.end_platform_sessions().await?
+        } else {
+            0
+        };
+        tracing::info!(actor, changed = %detail, sessions_ended = ended, "sign-in settings saved");
         Ok(())
     }
 }
