@@ -7,9 +7,12 @@
 //! a missing, mismatched or replayed state) links nothing. Admins (by a group claim) land on
 //! the admin UI. The decision API answers under the same rules.
 //!
-//! Token-level forgeries (tampered signature, `alg: none`, wrong audience / issuer, expired,
-//! wrong nonce) are refused by the validator's own tests (`src/oidc/tests.rs`), with tokens
-//! signed there: the mock only ever signs correctly.
+//! Token-level forgeries (tampered signature, a key the provider does not publish, `alg:
+//! none`, HMAC keyed with the public key, wrong audience or issuer, expired, wrong nonce, and
+//! an authorization response naming another issuer) go through `/auth/callback` from a
+//! forging provider written here (the mock only ever signs correctly): each is refused for
+//! its reason with nothing linked or audited, and the same flow with a correct token links.
+//! The validator's own tests (`src/oidc/tests.rs`) cover more variants of each.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "common/peers.rs"]
@@ -21,6 +24,7 @@ use reqwest::StatusCode;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tether_store::admin::{AdminStore, NewEvent, Settings};
 use tether_store::{AnyStore, Store, UserRecord};
@@ -983,4 +987,265 @@ async fn configured_on_the_page(postgres: bool) {
     assert_eq!(oidc_settings(&fixed, &token).await["status"], "off");
     let (status, _) = authorize_url(&fixed).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+// --- the negative suite end to end: a provider that forges -----------------------------------
+
+/// What the forging provider does at the next sign-in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Forgery {
+    /// A correct token: the control, which must link.
+    None,
+    /// The payload changed after signing (another subject).
+    Tampered,
+    /// Signed by a key the provider does not publish, under the provider's kid.
+    UnknownKey,
+    /// `alg: none`, no signature.
+    AlgNone,
+    /// HS256 keyed with the provider's published public key.
+    HmacWithPublicKey,
+    WrongAudience,
+    WrongIssuer,
+    Expired,
+    WrongNonce,
+    /// A correct token, but the authorization response names another issuer (RFC 9207).
+    IssParameter,
+}
+
+/// An OpenID provider written here that signs what the test asks (oidc-provider-mock only
+/// signs correctly): discovery, JWKS, an authorization endpoint that answers at once, and a
+/// token endpoint that returns the forged ID token.
+#[derive(Clone)]
+struct Forger {
+    base: String,
+    forgery: Arc<Mutex<Forgery>>,
+    email: String,
+}
+
+const FORGED_ACCOUNT: &str = "acc-forged";
+
+fn forger_key(which: &str) -> openidconnect::core::CoreRsaPrivateSigningKey {
+    let pem = match which {
+        "a" => include_str!("../src/oidc/testdata/rsa-test-key-a.pem"),
+        _ => include_str!("../src/oidc/testdata/rsa-test-key-b.pem"),
+    };
+    openidconnect::core::CoreRsaPrivateSigningKey::from_pem(
+        pem,
+        Some(openidconnect::JsonWebKeyId::new("kid-a".to_owned())),
+    )
+    .unwrap()
+}
+
+fn forger_jwks() -> String {
+    use openidconnect::PrivateSigningKey;
+    let set =
+        openidconnect::core::CoreJsonWebKeySet::new(vec![forger_key("a").as_verification_key()]);
+    serde_json::to_string(&set).unwrap()
+}
+
+/// The provider's clock: a real one, as tether checks `exp` and `iat` against its own.
+#[allow(clippy::disallowed_methods)]
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn forged_token(forger: &Forger, nonce: &str, forgery: Forgery) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    use openidconnect::core::{CoreHmacKey, CoreJwsSigningAlgorithm};
+    use openidconnect::PrivateSigningKey;
+    let b64 = |v: &serde_json::Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap());
+    let now = unix_now();
+    let mut claims = serde_json::json!({
+        "iss": forger.base, "sub": FORGED_ACCOUNT, "aud": "tether-forged",
+        "iat": now, "exp": now + 300, "nonce": nonce,
+        "email": forger.email, "email_verified": true,
+    });
+    match forgery {
+        Forgery::WrongAudience => claims["aud"] = serde_json::json!("someone-else"),
+        Forgery::WrongIssuer => claims["iss"] = serde_json::json!("https://idp.evil.example"),
+        Forgery::Expired => {
+            claims["iat"] = serde_json::json!(now - 1200);
+            claims["exp"] = serde_json::json!(now - 600);
+        }
+        Forgery::WrongNonce => claims["nonce"] = serde_json::json!("n-not-the-one"),
+        _ => {}
+    }
+    let rs256 = |key: &str, claims: &serde_json::Value| {
+        let input = format!(
+            "{}.{}",
+            b64(&serde_json::json!({"alg": "RS256", "typ": "JWT", "kid": "kid-a"})),
+            b64(claims)
+        );
+        let signature = forger_key(key)
+            .sign(
+                &CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+                input.as_bytes(),
+            )
+            .unwrap();
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+    };
+    match forgery {
+        Forgery::Tampered => {
+            let token = rs256("a", &claims);
+            let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+            claims["sub"] = serde_json::json!("acc-mallory");
+            parts[1] = b64(&claims);
+            parts.join(".")
+        }
+        Forgery::UnknownKey => rs256("b", &claims),
+        Forgery::AlgNone => format!(
+            "{}.{}.",
+            b64(&serde_json::json!({"alg": "none", "typ": "JWT"})),
+            b64(&claims)
+        ),
+        Forgery::HmacWithPublicKey => {
+            let input = format!(
+                "{}.{}",
+                b64(&serde_json::json!({"alg": "HS256", "kid": "kid-a"})),
+                b64(&claims)
+            );
+            let signature = CoreHmacKey::new(forger_jwks().into_bytes())
+                .sign(&CoreJwsSigningAlgorithm::HmacSha256, input.as_bytes())
+                .unwrap();
+            format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+        }
+        _ => rs256("a", &claims),
+    }
+}
+
+async fn start_forger(email: &str) -> Forger {
+    use axum::extract::{Form, Query, State};
+    use axum::response::{IntoResponse, Redirect, Response};
+    use axum::routing::{get, post};
+    type Params = Query<std::collections::HashMap<String, String>>;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let forger = Forger {
+        base: format!("http://{}", listener.local_addr().unwrap()),
+        forgery: Arc::new(Mutex::new(Forgery::None)),
+        email: email.to_owned(),
+    };
+    async fn discovery(State(f): State<Forger>) -> Response {
+        axum::Json(serde_json::json!({
+            "issuer": f.base,
+            "authorization_endpoint": format!("{}/authorize", f.base),
+            "token_endpoint": format!("{}/token", f.base),
+            "jwks_uri": format!("{}/jwks", f.base),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+        }))
+        .into_response()
+    }
+    async fn jwks() -> Response {
+        ([("content-type", "application/json")], forger_jwks()).into_response()
+    }
+    async fn authorize(State(f): State<Forger>, Query(q): Params) -> Response {
+        // The code carries the nonce to the token endpoint.
+        let mut target = format!(
+            "{}?code={}&state={}",
+            q["redirect_uri"], q["nonce"], q["state"]
+        );
+        if *f.forgery.lock().unwrap() == Forgery::IssParameter {
+            target.push_str("&iss=https%3A%2F%2Fidp.evil.example");
+        }
+        Redirect::to(&target).into_response()
+    }
+    async fn token(
+        State(f): State<Forger>,
+        Form(form): Form<std::collections::HashMap<String, String>>,
+    ) -> Response {
+        let forgery = *f.forgery.lock().unwrap();
+        axum::Json(serde_json::json!({
+            "access_token": "at-forged", "token_type": "Bearer", "expires_in": 300,
+            "id_token": forged_token(&f, &form["code"], forgery),
+        }))
+        .into_response()
+    }
+    let app = axum::Router::new()
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/jwks", get(jwks))
+        .route("/authorize", get(authorize))
+        .route("/token", post(token))
+        .with_state(forger.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    forger
+}
+
+/// Every forgery of the negative suite, delivered through `/auth/callback` as a provider
+/// would: refused with a page, nothing linked, nothing audited; then the same flow with a
+/// correct token links, so the refusals are the tokens', not the harness's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_tokens_through_the_callback_link_nothing() {
+    // The fixture's users, Auto-populate on (its mock provider stays unused here).
+    let (_mock, _dir, db, _token, store) = fixture(false, "signin_forged").await;
+    let forger = start_forger("GINA@example.com").await;
+    let (_tether_process, tether) = start_tether_with(
+        &db,
+        &[
+            ("TETHER_OIDC_ISSUER", forger.base.as_str()),
+            ("TETHER_OIDC_CLIENT_ID", "tether-forged"),
+            ("TETHER_OIDC_CLIENT_SECRET", "forged-secret"),
+        ],
+    );
+    let gina = user(&store, "u-gina").await;
+    for forgery in [
+        Forgery::Tampered,
+        Forgery::UnknownKey,
+        Forgery::AlgNone,
+        Forgery::HmacWithPublicKey,
+        Forgery::WrongAudience,
+        Forgery::WrongIssuer,
+        Forgery::Expired,
+        Forgery::WrongNonce,
+        Forgery::IssParameter,
+        Forgery::None,
+    ] {
+        *forger.forgery.lock().unwrap() = forgery;
+        let client = browser();
+        let start = client
+            .get(format!("{tether}/auth/login"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(start.status(), StatusCode::SEE_OTHER, "{forgery:?}");
+        let authorize = client.get(location(&start)).send().await.unwrap();
+        let callback = location(&authorize);
+        assert!(callback.starts_with(&tether), "{forgery:?}: {callback}");
+        let answer = client.get(&callback).send().await.unwrap();
+        let status = answer.status();
+        let landed = answer
+            .headers()
+            .get(LOCATION)
+            .map(|v| v.to_str().unwrap().to_owned());
+        let page = answer.text().await.unwrap();
+        let now = user(&store, "u-gina").await;
+        let audit = store.list_audit(Some(gina.pk), 10).await.unwrap();
+        if forgery == Forgery::None {
+            assert_eq!(status, StatusCode::SEE_OTHER, "{page}");
+            assert_eq!(landed.as_deref(), Some("/me"));
+            assert_eq!(now.external_id.as_deref(), Some(FORGED_ACCOUNT));
+            assert_eq!(audit.len(), 1);
+        } else {
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{forgery:?}: {page}");
+            assert!(page.contains("Sign-in failed"), "{forgery:?}: {page}");
+            let why = match forgery {
+                Forgery::Tampered | Forgery::UnknownKey => "signature does not verify",
+                Forgery::AlgNone => "alg: none",
+                Forgery::HmacWithPublicKey => "`HS256` is not one of",
+                Forgery::WrongAudience => "wrong audience",
+                Forgery::WrongIssuer => "wrong issuer",
+                Forgery::Expired => "expired",
+                Forgery::WrongNonce => "wrong nonce",
+                Forgery::IssParameter => "comes from another identity provider",
+                Forgery::None => unreachable!(),
+            };
+            assert!(
+                page.contains(why),
+                "{forgery:?} refused for its reason: {page}"
+            );
+            assert_eq!(now.external_id, None, "{forgery:?} linked nothing");
+            assert!(audit.is_empty(), "{forgery:?} audited nothing: {audit:?}");
+        }
+    }
 }
