@@ -18,7 +18,7 @@ use rusqlite::{
     params, Connection, OpenFlags, OptionalExtension, Transaction, TransactionBehavior,
 };
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use tether_core::{
     settle, AccountRow, AccountType, ChangeResult, ExternalIdField, Origin, Situation, UserRow,
 };
@@ -35,13 +35,30 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../migrations/sqlite/0006_oidc_login_provider.sql"),
     ),
 ];
-const READERS: usize = 4;
+/// Reader connections, opened on demand and kept. A read waits for one when all are busy
+/// rather than opening another: opening costs the schema's parse and the PRAGMAs, which under
+/// concurrent reads (SCIM lookups) cost more than the wait. Each keeps its own page cache
+/// (`READER_CACHE_KIB`), so this also bounds memory.
+const READERS: usize = 8;
+/// The page cache of each reader connection (the writer's is `WRITER_CACHE_KIB`).
+const READER_CACHE_KIB: i64 = 65_536;
+/// The page cache of the writer connection.
+const WRITER_CACHE_KIB: i64 = 131_072;
+
+/// The reader connections: those idle, and how many are open in all.
+#[derive(Default)]
+struct Readers {
+    idle: Vec<Connection>,
+    open: usize,
+}
 
 /// A SQLite database file.
 pub struct SqliteStore {
     path: String,
     writer: Mutex<Connection>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<Readers>,
+    /// Signalled when a reader connection is returned (or one fewer is open).
+    reader_returned: Condvar,
     /// Tells the checkpointer thread to stop when the store is dropped.
     checkpointer_stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -67,7 +84,7 @@ fn spawn_checkpointer(path: String, stop: std::sync::Arc<std::sync::atomic::Atom
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 std::thread::sleep(std::time::Duration::from_millis(250));
                 if connection.is_none() {
-                    connection = connect(&path, false).ok();
+                    connection = connect(&path, false, READER_CACHE_KIB).ok();
                 }
                 if let Some(c) = &connection {
                     if c.execute_batch("PRAGMA wal_checkpoint(PASSIVE)").is_err() {
@@ -83,7 +100,7 @@ fn spawn_checkpointer(path: String, stop: std::sync::Arc<std::sync::atomic::Atom
 impl SqliteStore {
     /// Opens (creating if missing) the database at `path` and migrates it.
     pub async fn open(path: &str) -> Result<Self> {
-        let mut writer = connect(path, true)?;
+        let mut writer = connect(path, true, WRITER_CACHE_KIB)?;
         migrate(&mut writer)?;
         writer.execute_batch(&format!(
             "PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};"
@@ -95,7 +112,8 @@ impl SqliteStore {
         Ok(SqliteStore {
             path: path.to_owned(),
             writer: Mutex::new(writer),
-            readers: Mutex::new(Vec::new()),
+            readers: Mutex::new(Readers::default()),
+            reader_returned: Condvar::new(),
             checkpointer_stop,
         })
     }
@@ -112,23 +130,63 @@ impl SqliteStore {
 
     fn read<T>(&self, work: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         blocking(|| {
-            let pooled = self
-                .readers
-                .lock()
-                .map_err(|_| StoreError::Task("reader pool poisoned".into()))?
-                .pop();
-            let connection = match pooled {
-                Some(connection) => connection,
-                None => connect(&self.path, false)?,
+            let connection = self.take_reader()?;
+            // Given back even if `work` panics.
+            let reader = ReaderGuard {
+                store: self,
+                connection: Some(connection),
             };
-            let result = work(&connection);
-            if let Ok(mut pool) = self.readers.lock() {
-                if pool.len() < READERS {
-                    pool.push(connection);
-                }
+            match &reader.connection {
+                Some(connection) => work(connection),
+                None => Err(StoreError::Task("reader connection missing".into())),
             }
-            result
         })
+    }
+
+    /// An idle reader, a new one while fewer than [`READERS`] are open, else the next one
+    /// returned.
+    fn take_reader(&self) -> Result<Connection> {
+        let poisoned = || StoreError::Task("reader pool poisoned".into());
+        let mut readers = self.readers.lock().map_err(|_| poisoned())?;
+        loop {
+            if let Some(connection) = readers.idle.pop() {
+                return Ok(connection);
+            }
+            if readers.open < READERS {
+                readers.open += 1;
+                drop(readers);
+                return match connect(&self.path, false, READER_CACHE_KIB) {
+                    Ok(connection) => Ok(connection),
+                    Err(e) => {
+                        if let Ok(mut readers) = self.readers.lock() {
+                            readers.open -= 1;
+                        }
+                        self.reader_returned.notify_one();
+                        Err(e)
+                    }
+                };
+            }
+            readers = self.reader_returned.wait(readers).map_err(|_| poisoned())?;
+        }
+    }
+}
+
+/// A reader connection on loan; returned to the pool when dropped.
+struct ReaderGuard<'a> {
+    store: &'a SqliteStore,
+    connection: Option<Connection>,
+}
+
+impl Drop for ReaderGuard<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut readers) = self.store.readers.lock() {
+            match self.connection.take() {
+                // A connection whose work panicked mid-transaction is not reused.
+                Some(connection) if !std::thread::panicking() => readers.idle.push(connection),
+                _ => readers.open -= 1,
+            }
+        }
+        self.store.reader_returned.notify_one();
     }
 }
 
@@ -140,7 +198,7 @@ fn blocking<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
-fn connect(path: &str, create: bool) -> Result<Connection> {
+fn connect(path: &str, create: bool, cache_kib: i64) -> Result<Connection> {
     let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX
         | OpenFlags::SQLITE_OPEN_URI;
@@ -153,9 +211,9 @@ fn connect(path: &str, create: bool) -> Result<Connection> {
          PRAGMA synchronous = NORMAL;
          PRAGMA foreign_keys = ON;
          PRAGMA busy_timeout = 10000;
-         PRAGMA cache_size = -131072;
          PRAGMA temp_store = MEMORY;",
     )?;
+    connection.execute_batch(&format!("PRAGMA cache_size = -{cache_kib};"))?;
     connection.set_prepared_statement_cache_capacity(64);
     Ok(connection)
 }
@@ -898,5 +956,52 @@ impl Store for SqliteStore {
             Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
                 .map(|_| ())?)
         })
+    }
+}
+
+#[cfg(test)]
+mod reader_pool_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn reads_beyond_the_pool_wait_for_a_reader_and_never_open_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db").display().to_string();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let store = runtime.block_on(SqliteStore::open(&path)).unwrap();
+        let (active, peak, done) = (
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+        );
+        std::thread::scope(|scope| {
+            for _ in 0..4 * READERS {
+                scope.spawn(|| {
+                    store
+                        .read(|c| {
+                            let now = active.fetch_add(1, Ordering::SeqCst) + 1;
+                            peak.fetch_max(now, Ordering::SeqCst);
+                            let _: i64 =
+                                c.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?;
+                            // Hold the reader a while, so that the others pile up.
+                            std::thread::sleep(std::time::Duration::from_millis(20));
+                            active.fetch_sub(1, Ordering::SeqCst);
+                            done.fetch_add(1, Ordering::SeqCst);
+                            Ok(())
+                        })
+                        .unwrap();
+                });
+            }
+        });
+        assert_eq!(done.load(Ordering::SeqCst), 4 * READERS, "every read ran");
+        let peak = peak.load(Ordering::SeqCst);
+        assert!(peak <= READERS, "{peak} readers at once");
+        assert!(peak > 1, "reads run side by side");
+        let readers = store.readers.lock().unwrap();
+        assert!(readers.open <= READERS);
+        assert_eq!(readers.idle.len(), readers.open, "all returned");
     }
 }
