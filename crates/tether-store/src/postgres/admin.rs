@@ -3,6 +3,12 @@
 use super::*;
 use crate::admin::*;
 
+/// Saves one settings row (the key's value, who, when).
+const UPSERT_SETTING: &str =
+    "INSERT INTO settings (key, value, updated_at, updated_by) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (key) DO UPDATE SET value = excluded.value,
+         updated_at = excluded.updated_at, updated_by = excluded.updated_by";
+
 fn token_from(row: &Row) -> Result<TokenRecord> {
     Ok(TokenRecord {
         pk: row.try_get(0)?,
@@ -229,20 +235,18 @@ impl AdminStore for PgStore {
             let mut changed = Vec::new();
             for ((key, value), (_, old)) in rows.iter().zip(before.iter()) {
                 if old != value {
-                    tx.execute(
-                        "INSERT INTO settings (key, value, updated_at, updated_by) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (key) DO UPDATE SET value = excluded.value,
-                             updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-                        &[key, value, &at, &actor],
-                    )
-                    .await?;
+                    tx.execute(UPSERT_SETTING, &[key, value, &at, &actor])
+                        .await?;
                     changed.push(format!("{key}={value}"));
                 }
             }
             if !changed.is_empty() {
                 let detail = changed.join(", ");
-                tx.execute(INSERT_EVENT, &[&at, &actor, &"settings_changed", &"security", &detail])
-                    .await?;
+                tx.execute(
+                    INSERT_EVENT,
+                    &[&at, &actor, &"settings_changed", &"security", &detail],
+                )
+                .await?;
             }
             tx.commit().await?;
             Ok(())
@@ -284,13 +288,8 @@ impl AdminStore for PgStore {
             if stored.as_deref() != expected {
                 return Ok(false);
             }
-            tx.execute(
-                "INSERT INTO settings (key, value, updated_at, updated_by) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value,
-                     updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-                &[&key, &value, &event.at, &event.actor],
-            )
-            .await?;
+            tx.execute(UPSERT_SETTING, &[&key, &value, &event.at, &event.actor])
+                .await?;
             tx.execute(
                 INSERT_EVENT,
                 &[

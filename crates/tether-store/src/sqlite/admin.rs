@@ -3,6 +3,12 @@
 use super::*;
 use crate::admin::*;
 
+/// Saves one settings row (the key's value, who, when).
+const UPSERT_SETTING: &str =
+    "INSERT INTO settings (key, value, updated_at, updated_by) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (key) DO UPDATE SET value = excluded.value,
+         updated_at = excluded.updated_at, updated_by = excluded.updated_by";
+
 fn admin_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Admin> {
     Ok(Admin {
         pk: row.get(0)?,
@@ -216,12 +222,7 @@ impl AdminStore for SqliteStore {
             let mut changed = Vec::new();
             for ((key, value), (_, old)) in rows.iter().zip(before.iter()) {
                 if old != value {
-                    tx.execute(
-                        "INSERT INTO settings (key, value, updated_at, updated_by) VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT (key) DO UPDATE SET value = excluded.value,
-                             updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-                        params![key, value, at_text, actor],
-                    )?;
+                    tx.execute(UPSERT_SETTING, params![key, value, at_text, actor])?;
                     changed.push(format!("{key}={value}"));
                 }
             }
@@ -274,12 +275,7 @@ impl AdminStore for SqliteStore {
             if stored.as_deref() != expected {
                 return Ok(false);
             }
-            tx.execute(
-                "INSERT INTO settings (key, value, updated_at, updated_by) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value,
-                     updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-                params![key, value, at_text, event.actor],
-            )?;
+            tx.execute(UPSERT_SETTING, params![key, value, at_text, event.actor])?;
             insert_event_row(&tx, event)?;
             tx.commit()?;
             Ok(true)

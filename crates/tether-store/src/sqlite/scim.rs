@@ -638,8 +638,7 @@ impl ScimStore for SqliteStore {
             if let Err(refusal) = check(&current) {
                 return Ok(Err(refusal));
             }
-            tx.prepare_cached("DELETE FROM group_members WHERE group_pk = ?1")?
-                .execute([current.pk])?;
+            // Its memberships go with it (ON DELETE CASCADE).
             tx.prepare_cached("DELETE FROM groups WHERE pk = ?1")?
                 .execute([current.pk])?;
             tx.commit()?;

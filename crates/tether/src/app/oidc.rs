@@ -89,13 +89,19 @@ impl App {
     /// The stored document as read (to save against) and its fields with the secret opened.
     async fn oidc_document(&self) -> AppResult<(Option<String>, OidcFields)> {
         let raw = self.store.find_setting_document(KEY).await?;
-        let document = parse_document(raw.as_deref())?;
-        let mut fields = document.settings;
-        fields.client_secret = match document.sealed_client_secret {
-            None => None,
-            Some(sealed) => Some(self.open_client_secret(&sealed)?),
-        };
+        let fields = self.opened(&parse_document(raw.as_deref())?)?;
         Ok((raw, fields))
+    }
+
+    /// A document's fields with its secret opened.
+    fn opened(&self, document: &Document) -> AppResult<OidcFields> {
+        let mut fields = document.settings.clone();
+        fields.client_secret = document
+            .sealed_client_secret
+            .as_deref()
+            .map(|sealed| self.open_client_secret(sealed))
+            .transpose()?;
+        Ok(fields)
     }
 
     fn open_client_secret(&self, sealed: &str) -> AppResult<String> {
@@ -136,29 +142,31 @@ impl App {
     ) -> AppResult<OidcSettings> {
         let raw = self.store.find_setting_document(KEY).await?;
         let version = version(raw.as_deref());
-        // An unreadable document is shown as the error below; the page can save over it.
-        let document = parse_document(raw.as_deref()).unwrap_or_default();
+        // An unreadable document is shown as the error in `config`; the page can save over it.
+        let (document, unreadable) = match parse_document(raw.as_deref()) {
+            Ok(document) => (document, None),
+            Err(e) => (Document::default(), Some(e)),
+        };
+        let config = match unreadable {
+            Some(e) => Err(e),
+            None => self.opened(&document).and_then(|opened| {
+                fixed
+                    .resolve(&opened, Some(default_redirect))
+                    .map_err(config_error)
+            }),
+        };
         let page_secret_set = document.sealed_client_secret.is_some();
         let mut page = document.settings;
-        page.client_secret = None;
-        // The origins as if the page's secret were present (it is, sealed).
-        let mut page_marked = page.clone();
-        if page_secret_set {
-            page_marked.client_secret = Some(String::new());
-        }
+        // The page's secret stands in as a mark: its origin counts, its value is never shown.
+        page.client_secret = page_secret_set.then(String::new);
         let origins = FIELDS
             .iter()
-            .map(|field| (*field, fixed.origin(&page_marked, field)))
+            .map(|field| (*field, fixed.origin(&page, field)))
             .collect::<Vec<_>>();
-        let mut effective = fixed.environment.over(&fixed.file.over(&page));
-        let secret_set = effective.client_secret.is_some() || page_secret_set;
+        let mut effective = fixed.merged(&page);
+        let secret_set = effective.client_secret.is_some();
         effective.client_secret = None;
-        let config = match self.oidc_document().await {
-            Ok((_, opened)) => fixed
-                .resolve(&opened, Some(default_redirect))
-                .map_err(config_error),
-            Err(e) => Err(e),
-        };
+        page.client_secret = None;
         Ok(OidcSettings {
             page,
             page_secret_set,
@@ -221,13 +229,7 @@ impl App {
                 });
             }
         }
-        let effective_issuer = |page: &OidcFields| {
-            fixed
-                .environment
-                .over(&fixed.file.over(page))
-                .issuer
-                .unwrap_or_default()
-        };
+        let effective_issuer = |page: &OidcFields| fixed.merged(page).issuer.unwrap_or_default();
         let (plain_secret, sealed) = match &secret {
             SecretChange::Keep => match &stored.sealed_client_secret {
                 None => (None, None),

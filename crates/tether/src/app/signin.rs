@@ -364,13 +364,16 @@ impl App {
 
 /// A sign-in request needs an account ID and an issuer.
 fn check_sign_in_request(request: &SignInRequest) -> AppResult<()> {
-    if request.claims.account_id.trim().is_empty() {
-        return Err(AppError::Input(
-            "subject: the account ID must not be empty".to_owned(),
-        ));
-    }
-    if request.issuer.trim().is_empty() {
-        return Err(AppError::Input("issuer: must not be empty".to_owned()));
+    for (field, value) in [
+        ("subject", &request.claims.account_id),
+        ("issuer", &request.issuer),
+    ] {
+        if value.trim().is_empty() {
+            return Err(AppError::Field {
+                field: field.to_owned(),
+                message: "must not be empty".to_owned(),
+            });
+        }
     }
     Ok(())
 }

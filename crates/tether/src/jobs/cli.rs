@@ -85,20 +85,16 @@ pub enum JobsCommand {
 }
 
 fn parse_state(text: &str) -> Result<JobState, String> {
-    JobState::ALL
-        .iter()
-        .copied()
-        .find(|s| s.as_str() == text)
-        .ok_or_else(|| {
-            format!(
-                "unknown job state '{text}': expected one of {}",
-                JobState::ALL
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })
+    text.parse().map_err(|_| {
+        format!(
+            "unknown job state '{text}': expected one of {}",
+            JobState::ALL
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
 }
 
 /// A progress bar on stderr when it is a terminal; nothing otherwise.

@@ -308,6 +308,21 @@ impl FixedLayers {
         }
     }
 
+    /// The fields in effect, unchecked: the environment over the file over `page`, field by
+    /// field, except the admin rule, which comes whole from the highest layer that sets it.
+    pub fn merged(&self, page: &OidcFields) -> OidcFields {
+        let mut merged = self.environment.over(&self.file.over(page));
+        let admin_layer = match self.origin(page, "admin_claim") {
+            FieldOrigin::Environment => &self.environment,
+            FieldOrigin::File => &self.file,
+            _ => page,
+        };
+        merged.admin_claim = admin_layer.admin_claim.clone();
+        merged.admin_subjects = admin_layer.admin_subjects.clone();
+        merged.admin_emails = admin_layer.admin_emails.clone();
+        merged
+    }
+
     /// The configuration in effect: the environment over the file over `page`, field by
     /// field (the admin rule as a whole). `Ok(None)` when no layer sets an issuer (sign-in
     /// through OpenID Connect is off). When the environment or the file sets the client
@@ -318,15 +333,7 @@ impl FixedLayers {
         page: &OidcFields,
         default_redirect: Option<&str>,
     ) -> Result<Option<OidcConfig>, ConfigError> {
-        let mut merged = self.environment.over(&self.file.over(page));
-        let admin_layer = match self.origin(page, "admin_claim") {
-            FieldOrigin::Environment => &self.environment,
-            FieldOrigin::File => &self.file,
-            _ => page,
-        };
-        merged.admin_claim = admin_layer.admin_claim.clone();
-        merged.admin_subjects = admin_layer.admin_subjects.clone();
-        merged.admin_emails = admin_layer.admin_emails.clone();
+        let merged = self.merged(page);
         let fixed = |field| {
             matches!(
                 self.origin(page, field),

@@ -16,6 +16,7 @@
 //! Pages: `/jobs` (list and a start form), `/jobs/{id}` (live progress through an htmx
 //! fragment polled every second, the report, and the approve / reject / cancel / undo forms).
 
+use super::api::rfc3339;
 use super::auth::{check_csrf, AdminCaller, AdminPage};
 use super::error::{ApiError, ApiResult};
 use super::ui::layout::{csrf_field, notice, page, situation_badge, Nav};
@@ -147,11 +148,8 @@ struct ListQuery {
 }
 
 fn parse_state(text: &str) -> ApiResult<JobState> {
-    JobState::ALL
-        .iter()
-        .copied()
-        .find(|s| s.as_str() == text)
-        .ok_or_else(|| ApiError::invalid("state", format!("unknown job state '{text}'")))
+    text.parse()
+        .map_err(|_| ApiError::invalid("state", format!("unknown job state '{text}'")))
 }
 
 #[utoipa::path(
@@ -419,11 +417,6 @@ async fn ui_start(
         ))
         .into_response(),
     }
-}
-
-fn rfc3339(at: tether_store::Timestamp) -> String {
-    at.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 fn polls(job: &Job) -> bool {

@@ -482,12 +482,6 @@ async fn resolve(
             .into_response()
         }
     };
-    if body.subject.trim().is_empty() {
-        return ApiError::invalid("subject", "must not be empty").into_response();
-    }
-    if body.issuer.trim().is_empty() {
-        return ApiError::invalid("issuer", "must not be empty").into_response();
-    }
     let request = SignInRequest {
         issuer: body.issuer,
         claims: SignInClaims {
